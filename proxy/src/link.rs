@@ -1,0 +1,442 @@
+//! A link: one direction of one connection, reading from one socket, running each chunk through
+//! that direction's toxic chain, and writing to the other socket.
+//!
+//! ```text
+//!              upstream link: chain of the proxy's upstream toxics
+//!   client ──► read ──► [toxic 1] ──► [toxic 2] ──► queue ──► write ──► server
+//!   client ◄── write ◄── queue ◄── [toxic 1] ◄── read ◄──────────────── server
+//!              downstream link: chain of the proxy's downstream toxics
+//! ```
+//!
+//! Toxics only compute (see `toxics/mod.rs`); the link does every wait, in one `select!`:
+//! - the connection being cut (proxy disabled or deleted, shutdown, the other link failing);
+//! - a new chain: the link re-reads the proxy's chain through a `watch` channel between chunks,
+//!   so API changes reach open connections at once without a lock on the hot path;
+//! - the first queued chunk falling due (a high-resolution timer, see `timer.rs`);
+//! - a toxic's own deadline (timeout, reset_peer);
+//! - the input being readable, while the queue holds less than [`MAX_QUEUED_BYTES`] (beyond
+//!   that the link stops reading, and TCP flow control slows the sender, as a slow network would).
+//!
+//! With an empty chain and an empty queue a chunk is written straight back out: no queue, no
+//! timer, no allocation. Reads use readiness plus `try_read`, so an idle link owns no buffer.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rand::RngExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+use crate::events::{CloseReason, EventKind};
+use crate::timer::PreciseTimer;
+use crate::toxics::{Chain, Chunk, Direction, Toxic, ToxicState, Verdict};
+
+/// Bytes a link reads at most per chunk.
+const READ_SIZE: usize = 16 * 1024;
+/// Bytes a link holds in its queue before it stops reading.
+const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+
+/// How a link ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// The input ended and the output's write half was shut down; the other link goes on.
+    Finished,
+    /// The connection must end for this reason.
+    Ends(CloseReason),
+}
+
+/// A toxic at work on this link.
+struct Stage {
+    toxic: Arc<Toxic>,
+    state: Box<dyn ToxicState>,
+    /// The per-connection `toxicity` draw.
+    active: bool,
+}
+
+impl Stage {
+    /// Whether this chunk goes through the toxic (the per-chunk draw, our extension).
+    fn takes_chunk(&self) -> bool {
+        self.active
+            && self
+                .toxic
+                .chunk_toxicity
+                .is_none_or(|p| rand::rng().random::<f32>() < p)
+    }
+}
+
+fn reset_by(toxic: &Toxic) -> LinkEnd {
+    LinkEnd::Ends(CloseReason::ToxicReset {
+        toxic: toxic.name.clone(),
+    })
+}
+
+/// Something waiting in the queue to be done in order.
+enum Pending {
+    Data(Chunk),
+    /// Close the connection because of this toxic.
+    Close { due: Instant, toxic: String },
+    /// The input ended: shut down the output's write half.
+    Finish { due: Instant },
+}
+
+impl Pending {
+    fn due(&self) -> Instant {
+        match self {
+            Pending::Data(chunk) => chunk.due,
+            Pending::Close { due, .. } | Pending::Finish { due } => *due,
+        }
+    }
+}
+
+/// One direction of a connection. See the module docs.
+pub struct Link<'a> {
+    conn: &'a Connection,
+    direction: Direction,
+    from: &'a TcpStream,
+    to: &'a TcpStream,
+    chain: watch::Receiver<Chain>,
+    stages: Vec<Stage>,
+    queue: VecDeque<Pending>,
+    queued_bytes: usize,
+    buf: BytesMut,
+    timer: Option<PreciseTimer>,
+    /// The input ended, or a close is queued: read no more.
+    input_closed: bool,
+}
+
+/// Waits for a time, with the precise timer when there is one.
+async fn wait_until(timer: Option<&PreciseTimer>, due: Option<Instant>) {
+    let Some(due) = due else {
+        return std::future::pending().await;
+    };
+    match timer {
+        Some(timer) if timer.sleep_until(due).await.is_ok() => {}
+        _ => tokio::time::sleep_until(due).await,
+    }
+}
+
+impl<'a> Link<'a> {
+    /// A link reading `from` and writing `to`, with the proxy's chain for `direction`.
+    pub fn new(
+        conn: &'a Connection,
+        direction: Direction,
+        from: &'a TcpStream,
+        to: &'a TcpStream,
+        chain: watch::Receiver<Chain>,
+    ) -> Link<'a> {
+        Link {
+            conn,
+            direction,
+            from,
+            to,
+            chain,
+            stages: Vec::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            buf: BytesMut::new(),
+            timer: None,
+            input_closed: false,
+        }
+    }
+
+    /// The side a socket error on the input or output is blamed on.
+    fn side(&self, input: bool) -> &'static str {
+        match (self.direction, input) {
+            (Direction::Upstream, true) | (Direction::Downstream, false) => "client",
+            _ => "upstream",
+        }
+    }
+
+    fn failed(&self, input: bool, error: io::Error) -> LinkEnd {
+        LinkEnd::Ends(CloseReason::Error {
+            side: self.side(input),
+            error: error.to_string(),
+        })
+    }
+
+    /// Runs the link until its input ends and everything is written, or the connection ends.
+    pub async fn run(mut self) -> LinkEnd {
+        if let Some(end) = self.sync_chain() {
+            return end;
+        }
+        loop {
+            if let Some(end) = self.flush().await {
+                return end;
+            }
+            let next_due = self.queue.front().map(Pending::due);
+            if next_due.is_some() && self.timer.is_none() {
+                self.timer = PreciseTimer::new().ok();
+            }
+            let deadline = if self.input_closed && self.ends_queued() {
+                None
+            } else {
+                self.next_deadline()
+            };
+            let can_read = !self.input_closed && self.queued_bytes < MAX_QUEUED_BYTES;
+            tokio::select! {
+                biased;
+                _ = self.conn.cut.cancelled() => return LinkEnd::Ends(CloseReason::Proxy),
+                changed = self.chain.changed() => {
+                    if changed.is_err() {
+                        return LinkEnd::Ends(CloseReason::Proxy);
+                    }
+                    if let Some(end) = self.sync_chain() {
+                        return end;
+                    }
+                }
+                _ = wait_until(self.timer.as_ref(), next_due), if next_due.is_some() => {}
+                _ = wait_until(None, deadline), if deadline.is_some() => {
+                    if let Some(end) = self.fire_deadlines() {
+                        return end;
+                    }
+                }
+                ready = self.from.readable(), if can_read => {
+                    if let Err(e) = ready {
+                        return self.failed(true, e);
+                    }
+                    if let Some(end) = self.read().await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a close or finish is already queued (nothing more may happen but the flush).
+    fn ends_queued(&self) -> bool {
+        matches!(
+            self.queue.back(),
+            Some(Pending::Close { .. } | Pending::Finish { .. })
+        )
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.stages
+            .iter()
+            .filter(|s| s.active)
+            .filter_map(|s| s.state.deadline())
+            .min()
+    }
+
+    /// Reads one chunk and sends it on its way.
+    async fn read(&mut self) -> Option<LinkEnd> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        match self.from.try_read_buf(&mut self.buf) {
+            Ok(0) => {
+                self.finish_input();
+                None
+            }
+            Ok(_) if self.stages.is_empty() && self.queue.is_empty() => {
+                let data = std::mem::take(&mut self.buf);
+                let result = self.write_all(&data).await;
+                self.buf = data;
+                self.buf.clear();
+                result.err()
+            }
+            Ok(_) => {
+                let now = Instant::now();
+                let chunk = Chunk::new(self.buf.split().freeze(), now);
+                self.feed(0, vec![chunk], now)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(self.failed(true, e)),
+        }
+    }
+
+    /// The input ended: finish the output after the queue and any slow_close delay.
+    fn finish_input(&mut self) {
+        self.input_closed = true;
+        let delay: Duration = self
+            .stages
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.state.close_delay())
+            .sum();
+        let due = self.last_due().max(Instant::now()) + delay;
+        self.queue.push_back(Pending::Finish { due });
+    }
+
+    fn last_due(&self) -> Instant {
+        self.queue.back().map_or_else(Instant::now, Pending::due)
+    }
+
+    /// Runs chunks through the stages from `first` on, then queues what comes out.
+    fn feed(&mut self, first: usize, mut batch: Vec<Chunk>, now: Instant) -> Option<LinkEnd> {
+        let mut close_by = None;
+        for stage in self.stages.iter_mut().skip(first) {
+            let mut out = Vec::with_capacity(batch.len());
+            for chunk in batch {
+                if !stage.takes_chunk() {
+                    out.push(chunk);
+                    continue;
+                }
+                match stage.state.on_chunk(chunk, now, &mut out) {
+                    Verdict::Continue => {}
+                    Verdict::Close => {
+                        close_by.get_or_insert_with(|| stage.toxic.name.clone());
+                        break;
+                    }
+                    Verdict::Reset => return Some(reset_by(&stage.toxic)),
+                }
+            }
+            batch = out;
+        }
+        self.enqueue(batch);
+        if let Some(toxic) = close_by {
+            self.queue_close(toxic);
+        }
+        None
+    }
+
+    fn enqueue(&mut self, chunks: Vec<Chunk>) {
+        for mut chunk in chunks {
+            // Chunks never overtake each other.
+            chunk.due = chunk.due.max(self.last_due());
+            self.queued_bytes += chunk.data.len();
+            self.queue.push_back(Pending::Data(chunk));
+        }
+    }
+
+    fn queue_close(&mut self, toxic: String) {
+        self.input_closed = true;
+        let due = self.last_due();
+        self.queue.push_back(Pending::Close { due, toxic });
+    }
+
+    /// Calls every toxic whose deadline has passed.
+    fn fire_deadlines(&mut self) -> Option<LinkEnd> {
+        let now = Instant::now();
+        for i in 0..self.stages.len() {
+            let stage = &mut self.stages[i];
+            if !stage.active || stage.state.deadline().is_none_or(|d| d > now) {
+                continue;
+            }
+            let mut out = Vec::new();
+            match stage.state.on_deadline(now, &mut out) {
+                Verdict::Continue => {
+                    if let Some(end) = self.feed(i + 1, out, now) {
+                        return Some(end);
+                    }
+                }
+                Verdict::Close => {
+                    let toxic = stage.toxic.name.clone();
+                    self.queue_close(toxic);
+                    return None;
+                }
+                Verdict::Reset => return Some(reset_by(&stage.toxic)),
+            }
+        }
+        None
+    }
+
+    /// Takes the proxy's current chain: keeps the state of toxics that stayed, builds new ones,
+    /// and lets removed ones hand back what they held.
+    fn sync_chain(&mut self) -> Option<LinkEnd> {
+        let chain = self.chain.borrow_and_update().clone();
+        let mut old = std::mem::take(&mut self.stages);
+        for toxic in chain.iter() {
+            let kept = old.iter().position(|s| Arc::ptr_eq(&s.toxic, toxic));
+            let stage = match kept {
+                Some(i) => old.swap_remove(i),
+                None => self.new_stage(toxic),
+            };
+            self.stages.push(stage);
+        }
+        if old.is_empty() {
+            return None;
+        }
+        // Bytes in flight are forwarded, not dropped, when a toxic goes.
+        let now = Instant::now();
+        for pending in &mut self.queue {
+            if let Pending::Data(chunk) = pending {
+                chunk.due = chunk.due.min(now);
+            }
+        }
+        let mut released = Vec::new();
+        let mut close_by = None;
+        for mut stage in old {
+            let replaced = self.stages.iter().any(|s| s.toxic.name == stage.toxic.name);
+            if stage.active && stage.state.on_remove(&mut released) == Verdict::Close && !replaced {
+                close_by.get_or_insert(stage.toxic.name.clone());
+            }
+        }
+        self.enqueue(released);
+        if let Some(toxic) = close_by {
+            self.queue_close(toxic);
+        }
+        None
+    }
+
+    fn new_stage(&self, toxic: &Arc<Toxic>) -> Stage {
+        let active = toxic.toxicity >= 1.0 || rand::rng().random::<f32>() < toxic.toxicity;
+        if active {
+            self.conn.emit(EventKind::ToxicActivated {
+                connection: self.conn.id,
+                client: self.conn.client,
+                toxic: toxic.name.clone(),
+                toxic_type: toxic.config.type_name(),
+                direction: self.direction,
+            });
+        }
+        Stage {
+            toxic: Arc::clone(toxic),
+            state: toxic.config.build(),
+            active,
+        }
+    }
+
+    /// Writes every queued item that is due.
+    async fn flush(&mut self) -> Option<LinkEnd> {
+        while self
+            .queue
+            .front()
+            .is_some_and(|p| p.due() <= Instant::now())
+        {
+            match self.queue.pop_front()? {
+                Pending::Data(chunk) => {
+                    self.queued_bytes -= chunk.data.len();
+                    if let Err(end) = self.write_all(&chunk.data).await {
+                        return Some(end);
+                    }
+                }
+                Pending::Close { toxic, .. } => {
+                    return Some(LinkEnd::Ends(CloseReason::Toxic { toxic }));
+                }
+                Pending::Finish { .. } => {
+                    // The peer may already be gone; the other link will notice.
+                    let _ = socket2::SockRef::from(self.to).shutdown(Shutdown::Write);
+                    return Some(LinkEnd::Finished);
+                }
+            }
+        }
+        None
+    }
+
+    /// Writes all of `data`, giving up if the connection is cut meanwhile.
+    async fn write_all(&self, mut data: &[u8]) -> Result<(), LinkEnd> {
+        let total = data.len();
+        while !data.is_empty() {
+            match self.to.try_write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::select! {
+                        biased;
+                        _ = self.conn.cut.cancelled() => return Err(LinkEnd::Ends(CloseReason::Proxy)),
+                        ready = self.to.writable() => ready.map_err(|e| self.failed(false, e))?,
+                    }
+                }
+                Err(e) => return Err(self.failed(false, e)),
+            }
+        }
+        self.conn.add_bytes(self.direction, total);
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! Counters per proxy and the Prometheus text served at `GET /metrics`.
+//!
+//! Byte counters are bumped on the hot path (one relaxed atomic add per chunk written);
+//! everything else is counted from events by [`ProxyStats::count`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::events::{EventBus, EventKind};
+use crate::toxics::Direction;
+
+/// The counters of one proxy.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    bytes: [AtomicU64; 2],
+    open: AtomicI64,
+    total: AtomicU64,
+    dial_failures: AtomicU64,
+    activations: Mutex<BTreeMap<(String, &'static str, Direction), u64>>,
+}
+
+impl ProxyStats {
+    /// Counts bytes forwarded in one direction.
+    pub fn add_bytes(&self, direction: Direction, n: usize) {
+        self.bytes[direction.index()].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes forwarded in one direction so far.
+    pub fn bytes(&self, direction: Direction) -> u64 {
+        self.bytes[direction.index()].load(Ordering::Relaxed)
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> i64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Updates the counters an event stands for.
+    pub fn count(&self, kind: &EventKind) {
+        match kind {
+            EventKind::ConnectionOpened { .. } => {
+                self.open.fetch_add(1, Ordering::Relaxed);
+                self.total.fetch_add(1, Ordering::Relaxed);
+            }
+            EventKind::ConnectionClosed { .. } => {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            EventKind::DialFailed { .. } => {
+                self.dial_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            EventKind::ToxicActivated {
+                toxic,
+                toxic_type,
+                direction,
+                ..
+            } => {
+                let mut map = self.activations.lock().unwrap_or_else(|e| e.into_inner());
+                *map.entry((toxic.clone(), *toxic_type, *direction)).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders every counter in the Prometheus text format (version 0.0.4).
+pub fn render<'a>(
+    proxies: impl Iterator<Item = (&'a str, &'a ProxyStats)> + Clone,
+    events: &EventBus,
+) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, String)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    family(
+        "chaos_proxy_bytes_total",
+        "counter",
+        "Bytes forwarded, per proxy and direction (upstream = client to server).",
+        &mut proxies.clone().flat_map(|(name, stats)| {
+            Direction::BOTH.map(|d| {
+                (
+                    format!("proxy=\"{}\",direction=\"{d}\"", label(name)),
+                    stats.bytes(d).to_string(),
+                )
+            })
+        }),
+    );
+    family(
+        "chaos_proxy_connections_open",
+        "gauge",
+        "Client connections open now.",
+        &mut proxies
+            .clone()
+            .map(|(name, s)| (format!("proxy=\"{}\"", label(name)), s.open_connections().to_string())),
+    );
+    family(
+        "chaos_proxy_connections_total",
+        "counter",
+        "Client connections opened (upstream dialled).",
+        &mut proxies.clone().map(|(name, s)| {
+            (format!("proxy=\"{}\"", label(name)), s.total.load(Ordering::Relaxed).to_string())
+        }),
+    );
+    family(
+        "chaos_proxy_dial_failures_total",
+        "counter",
+        "Clients reset because the upstream could not be dialled.",
+        &mut proxies.clone().map(|(name, s)| {
+            (
+                format!("proxy=\"{}\"", label(name)),
+                s.dial_failures.load(Ordering::Relaxed).to_string(),
+            )
+        }),
+    );
+    family(
+        "chaos_toxic_activations_total",
+        "counter",
+        "Connections a toxic started acting on.",
+        &mut proxies.clone().flat_map(|(name, s)| {
+            let map = s.activations.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            map.into_iter().map(move |((toxic, ty, d), n)| {
+                (
+                    format!(
+                        "proxy=\"{}\",toxic=\"{}\",type=\"{ty}\",direction=\"{d}\"",
+                        label(name),
+                        label(&toxic)
+                    ),
+                    n.to_string(),
+                )
+            })
+        }),
+    );
+    family(
+        "chaos_events_total",
+        "counter",
+        "Events emitted, per kind.",
+        &mut events
+            .counts()
+            .map(|(kind, n)| (format!("kind=\"{kind}\""), n.to_string())),
+    );
+    out
+}

@@ -1,0 +1,385 @@
+//! A proxy: one listener, one upstream, two toxic chains, and the connections between.
+//!
+//! State changes (enable, disable, new listen or upstream, toxics) happen under one short
+//! `std::sync::Mutex` and never wait on traffic: toxics are published to open links through a
+//! `watch` channel per direction, and disabling cancels a token that the accept loop and every
+//! connection select on. So the API never hangs behind a busy connection.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection;
+use crate::error::ApiError;
+use crate::events::{EventBus, EventKind};
+use crate::metrics::ProxyStats;
+use crate::toxics::{Chain, Direction, Toxic, ToxicInput};
+
+/// Pending connections the kernel queues per listener.
+const BACKLOG: u32 = 1024;
+/// Where a proxy listens when no `listen` is given: loopback, any free port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
+
+/// What describes a proxy, validated, before it exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySpec {
+    /// Unique name.
+    pub name: String,
+    /// Address to listen on (`host:port`, port 0 for any free port).
+    pub listen: String,
+    /// Address to dial for each client (`host:port`, resolved at each dial).
+    pub upstream: String,
+    /// Whether to listen right away.
+    pub enabled: bool,
+    /// Toxics to install; `None` leaves an existing proxy's toxics alone.
+    pub toxics: Option<Vec<Toxic>>,
+}
+
+/// The parts of a proxy that its connections share.
+pub struct ProxyShared {
+    /// The proxy's name.
+    pub name: String,
+    /// Its counters.
+    pub stats: ProxyStats,
+    events: Arc<EventBus>,
+    chains: [watch::Sender<Chain>; 2],
+}
+
+impl ProxyShared {
+    /// Emits an event of this proxy.
+    pub fn emit(&self, kind: EventKind) {
+        self.events.emit(&self.name, &self.stats, kind);
+    }
+
+    /// The chain of one direction, re-read by links between chunks.
+    pub fn subscribe(&self, direction: Direction) -> watch::Receiver<Chain> {
+        self.chains[direction.index()].subscribe()
+    }
+}
+
+struct ProxyState {
+    listen: String,
+    upstream: String,
+    enabled: bool,
+    /// Cancelled to stop listening and cut every connection.
+    running: Option<CancellationToken>,
+    /// In insertion order; names unique across both directions.
+    toxics: Vec<Arc<Toxic>>,
+}
+
+/// A proxy. See the module docs.
+pub struct Proxy {
+    shared: Arc<ProxyShared>,
+    state: Mutex<ProxyState>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Proxy {
+    /// A stopped proxy; [`Proxy::apply`] starts it.
+    pub(crate) fn new(
+        spec: &ProxySpec,
+        events: Arc<EventBus>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Proxy {
+        Proxy {
+            shared: Arc::new(ProxyShared {
+                name: spec.name.clone(),
+                stats: ProxyStats::default(),
+                events,
+                chains: Default::default(),
+            }),
+            state: Mutex::new(ProxyState {
+                listen: spec.listen.clone(),
+                upstream: spec.upstream.clone(),
+                enabled: false,
+                running: None,
+                toxics: Vec::new(),
+            }),
+            tracker,
+            shutdown,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The proxy's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.shared.stats
+    }
+
+    /// The address it listens on (the bound one once started).
+    pub fn listen(&self) -> String {
+        self.lock().listen.clone()
+    }
+
+    /// `(listen, upstream, enabled)` as they are now.
+    pub fn settings(&self) -> (String, String, bool) {
+        let state = self.lock();
+        (state.listen.clone(), state.upstream.clone(), state.enabled)
+    }
+
+    /// The bound address, when listening.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        let state = self.lock();
+        state.running.as_ref()?;
+        state.listen.parse().ok()
+    }
+
+    /// The API JSON: `{"name", "listen", "upstream", "enabled", "toxics"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let state = self.lock();
+        json!({
+            "name": self.shared.name,
+            "listen": state.listen,
+            "upstream": state.upstream,
+            "enabled": state.enabled,
+            "toxics": Self::toxics_json(&state),
+        })
+    }
+
+    fn toxics_json(state: &ProxyState) -> Vec<serde_json::Value> {
+        Direction::BOTH
+            .iter()
+            .flat_map(|d| state.toxics.iter().filter(move |t| t.stream == *d))
+            .map(|t| t.to_json())
+            .collect()
+    }
+
+    /// Every toxic, upstream ones first (Toxiproxy's order).
+    pub fn toxics(&self) -> Vec<serde_json::Value> {
+        Self::toxics_json(&self.lock())
+    }
+
+    /// One toxic by name.
+    pub fn toxic(&self, name: &str) -> Result<serde_json::Value, ApiError> {
+        let state = self.lock();
+        let toxic = state.toxics.iter().find(|t| t.name == name);
+        toxic.map(|t| t.to_json()).ok_or_else(ApiError::toxic_not_found)
+    }
+
+    /// Changes listen, upstream and enabled as Toxiproxy does: a new address restarts the
+    /// listener (cutting its connections); `enabled: false` closes it and cuts every connection.
+    pub fn apply(&self, listen: &str, upstream: &str, enabled: bool) -> Result<(), ApiError> {
+        let mut state = self.lock();
+        let moved = state.listen != listen || state.upstream != upstream;
+        if moved {
+            Self::stop(&mut state);
+            state.listen = listen.to_owned();
+            state.upstream = upstream.to_owned();
+        }
+        let result = match (enabled, state.running.is_some()) {
+            (true, false) => self.start(&mut state),
+            (false, true) => {
+                Self::stop(&mut state);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        state.enabled = state.running.is_some();
+        let event = EventKind::ProxyUpdated {
+            listen: state.listen.clone(),
+            upstream: state.upstream.clone(),
+            enabled: state.enabled,
+        };
+        drop(state);
+        self.shared.emit(event);
+        result
+    }
+
+    fn start(&self, state: &mut ProxyState) -> Result<(), ApiError> {
+        let listener = bind(&state.listen).map_err(|e| ApiError::listen_failed(&state.listen, e))?;
+        if let Ok(addr) = listener.local_addr() {
+            state.listen = addr.to_string();
+        }
+        let stop = self.shutdown.child_token();
+        state.running = Some(stop.clone());
+        let upstream: Arc<str> = state.upstream.as_str().into();
+        self.tracker.spawn(accept_loop(
+            listener,
+            Arc::clone(&self.shared),
+            upstream,
+            stop,
+            self.tracker.clone(),
+        ));
+        Ok(())
+    }
+
+    fn stop(state: &mut ProxyState) {
+        if let Some(stop) = state.running.take() {
+            stop.cancel();
+        }
+        state.enabled = false;
+    }
+
+    /// Stops listening and cuts every connection (used when the proxy is deleted).
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        Self::stop(&mut state);
+        state.toxics.clear();
+        self.publish(&state);
+    }
+
+    fn publish(&self, state: &ProxyState) {
+        for direction in Direction::BOTH {
+            let chain: Vec<_> = state
+                .toxics
+                .iter()
+                .filter(|t| t.stream == direction)
+                .cloned()
+                .collect();
+            self.shared.chains[direction.index()].send_replace(Arc::new(chain));
+        }
+    }
+
+    /// Adds a toxic at the end of its direction's chain; it reaches open connections at once.
+    pub fn add_toxic(&self, toxic: Toxic) -> Result<serde_json::Value, ApiError> {
+        let mut state = self.lock();
+        if state.toxics.iter().any(|t| t.name == toxic.name) {
+            return Err(ApiError::toxic_exists());
+        }
+        let json = toxic.to_json();
+        state.toxics.push(Arc::new(toxic));
+        self.publish(&state);
+        drop(state);
+        self.shared.emit(EventKind::ToxicAdded {
+            toxic: json.clone(),
+        });
+        Ok(json)
+    }
+
+    /// Changes a toxic's attributes or toxicity, keeping its place in the chain.
+    pub fn update_toxic(&self, name: &str, input: ToxicInput) -> Result<serde_json::Value, ApiError> {
+        let mut state = self.lock();
+        let slot = state.toxics.iter_mut().find(|t| t.name == name);
+        let slot = slot.ok_or_else(ApiError::toxic_not_found)?;
+        let updated = slot.updated(input)?;
+        let json = updated.to_json();
+        *slot = Arc::new(updated);
+        self.publish(&state);
+        drop(state);
+        self.shared.emit(EventKind::ToxicUpdated {
+            toxic: json.clone(),
+        });
+        Ok(json)
+    }
+
+    /// Removes a toxic; bytes it was holding are forwarded.
+    pub fn remove_toxic(&self, name: &str) -> Result<(), ApiError> {
+        let mut state = self.lock();
+        let before = state.toxics.len();
+        state.toxics.retain(|t| t.name != name);
+        if state.toxics.len() == before {
+            return Err(ApiError::toxic_not_found());
+        }
+        self.publish(&state);
+        drop(state);
+        self.shared.emit(EventKind::ToxicRemoved {
+            toxic: name.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Replaces every toxic at once (config files, `/populate`, `/reset`).
+    pub fn set_toxics(&self, toxics: Vec<Toxic>) -> Result<(), ApiError> {
+        for (i, toxic) in toxics.iter().enumerate() {
+            if toxics[..i].iter().any(|t| t.name == toxic.name) {
+                return Err(ApiError::bad_body(format!(
+                    "toxic {:?} is declared twice on proxy {:?}",
+                    toxic.name, self.shared.name
+                )));
+            }
+        }
+        let mut state = self.lock();
+        let removed: Vec<String> = state.toxics.iter().map(|t| t.name.clone()).collect();
+        state.toxics = toxics.into_iter().map(Arc::new).collect();
+        self.publish(&state);
+        let added: Vec<_> = state.toxics.iter().map(|t| t.to_json()).collect();
+        drop(state);
+        for toxic in removed {
+            self.shared.emit(EventKind::ToxicRemoved { toxic });
+        }
+        for toxic in added {
+            self.shared.emit(EventKind::ToxicAdded { toxic });
+        }
+        Ok(())
+    }
+
+    /// Whether the proxy already matches a spec's addresses (for `/populate`).
+    pub(crate) fn same_addresses(&self, spec: &ProxySpec) -> bool {
+        let state = self.lock();
+        state.listen == spec.listen && state.upstream == spec.upstream
+    }
+
+    /// Starts the proxy if it is disabled; keeps it as it is otherwise.
+    pub(crate) fn enable(&self) -> Result<(), ApiError> {
+        let (listen, upstream, _) = self.settings();
+        self.apply(&listen, &upstream, true)
+    }
+}
+
+/// Binds a listener with SO_REUSEADDR and a deep backlog (bursts of new clients are normal in
+/// a drill).
+fn bind(listen: &str) -> std::io::Result<TcpListener> {
+    let addr = listen
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("address resolved to nothing"))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<ProxyShared>,
+    upstream: Arc<str>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, addr)) => {
+                tracker.spawn(connection::serve(
+                    Arc::clone(&proxy),
+                    client,
+                    addr,
+                    Arc::clone(&upstream),
+                    stop.child_token(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning; the
+                // listener itself stays up.
+                tracing::warn!(proxy = %proxy.name, error = %e, "accept failed");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
+}

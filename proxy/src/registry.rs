@@ -1,0 +1,158 @@
+//! The registry: every proxy by name, and the operations of the control API on them.
+//!
+//! It owns the event bus, the task tracker every listener and connection runs under, and the
+//! shutdown token they all descend from, so [`Registry::shutdown`] can stop accepting, remove
+//! every toxic, cut every connection and wait for them to close.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+use crate::events::{EventBus, EventKind};
+use crate::metrics;
+use crate::proxy::{Proxy, ProxySpec};
+
+/// Every proxy, by name. See the module docs.
+#[derive(Default)]
+pub struct Registry {
+    proxies: Mutex<BTreeMap<String, Arc<Proxy>>>,
+    events: Arc<EventBus>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Proxy>>> {
+        self.proxies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The event bus every proxy emits on.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Cancelled when the registry shuts down (long-lived API streams end with it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Every proxy, by name order.
+    pub fn proxies(&self) -> Vec<Arc<Proxy>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// One proxy by name.
+    pub fn get(&self, name: &str) -> Result<Arc<Proxy>, ApiError> {
+        self.lock().get(name).cloned().ok_or_else(ApiError::proxy_not_found)
+    }
+
+    /// Creates a proxy with its toxics and starts it if enabled (409 if the name is taken,
+    /// 500 if its address cannot be bound).
+    pub fn create(&self, spec: ProxySpec) -> Result<Arc<Proxy>, ApiError> {
+        let mut proxies = self.lock();
+        if proxies.contains_key(&spec.name) {
+            return Err(ApiError::proxy_exists());
+        }
+        let proxy = self.build(&spec)?;
+        proxies.insert(spec.name, Arc::clone(&proxy));
+        Ok(proxy)
+    }
+
+    fn build(&self, spec: &ProxySpec) -> Result<Arc<Proxy>, ApiError> {
+        let proxy = Arc::new(Proxy::new(
+            spec,
+            Arc::clone(&self.events),
+            self.tracker.clone(),
+            self.shutdown.clone(),
+        ));
+        if let Some(toxics) = &spec.toxics {
+            proxy.set_toxics(toxics.clone())?;
+        }
+        if let Err(e) = proxy.apply(&spec.listen, &spec.upstream, spec.enabled) {
+            proxy.close();
+            return Err(e);
+        }
+        Ok(proxy)
+    }
+
+    /// Deletes a proxy: its listener closes and its connections are cut.
+    pub fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let proxy = self.lock().remove(name).ok_or_else(ApiError::proxy_not_found)?;
+        proxy.close();
+        self.events.emit(name, proxy.stats(), EventKind::ProxyDeleted);
+        Ok(())
+    }
+
+    /// Creates or replaces proxies as Toxiproxy's `/populate` does: the whole list is checked
+    /// first; a proxy whose listen and upstream are unchanged is kept (with its connections),
+    /// a changed one is replaced. Toxics given in a spec replace that proxy's toxics.
+    pub fn populate(&self, specs: Vec<ProxySpec>) -> Result<Vec<Arc<Proxy>>, ApiError> {
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(ApiError::bad_body(format!(
+                    "duplicate proxy name {:?} at proxy {}",
+                    spec.name,
+                    i + 1
+                )));
+            }
+        }
+        let mut proxies = self.lock();
+        let mut result = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if let Some(existing) = proxies.get(&spec.name) {
+                if existing.same_addresses(&spec) {
+                    if let Some(toxics) = spec.toxics {
+                        existing.set_toxics(toxics)?;
+                    }
+                    result.push(Arc::clone(existing));
+                    continue;
+                }
+                existing.close();
+            }
+            let proxy = self.build(&spec)?;
+            proxies.insert(spec.name, Arc::clone(&proxy));
+            result.push(proxy);
+        }
+        Ok(result)
+    }
+
+    /// Toxiproxy's `/reset`: enables every proxy and removes every toxic.
+    pub fn reset(&self) -> Result<(), ApiError> {
+        for proxy in self.proxies() {
+            proxy.set_toxics(Vec::new())?;
+            proxy.enable()?;
+        }
+        Ok(())
+    }
+
+    /// The Prometheus text of every counter.
+    pub fn metrics(&self) -> String {
+        let proxies = self.proxies();
+        metrics::render(
+            proxies.iter().map(|p| (p.name(), p.stats())),
+            &self.events,
+        )
+    }
+
+    /// Stops accepting, removes every toxic, cuts every connection, and waits up to `grace`
+    /// for the connections to close.
+    pub async fn shutdown(&self, grace: Duration) {
+        for proxy in self.proxies() {
+            proxy.close();
+        }
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!("connections still open after {grace:?}; exiting anyway");
+        }
+    }
+}
