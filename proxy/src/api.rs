@@ -150,7 +150,9 @@ pub fn router(registry: Arc<Registry>, token: Option<String>) -> Router {
 /// Refuses browsers and, when a token is set, requests without it.
 async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
     if agent.is_some_and(|a| a.starts_with("Mozilla/")) {
         return (StatusCode::FORBIDDEN, "User agent not allowed\n").into_response();
     }
@@ -196,7 +198,10 @@ async fn populate(State(s): State<ApiState>, body: Bytes) -> ApiResult {
         .collect::<Result<Vec<_>, _>>()?;
     let proxies = s.registry.populate(specs)?;
     let list: Vec<Value> = proxies.iter().map(|p| p.to_json()).collect();
-    Ok(json_response(StatusCode::CREATED, json!({ "proxies": list })))
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({ "proxies": list }),
+    ))
 }
 
 async fn proxy_show(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult {

@@ -95,7 +95,9 @@ pub fn load(path: &Path) -> Result<Vec<ProxySpec>, ConfigError> {
         position: None,
         message: format!("cannot read: {e}"),
     })?;
-    let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let is_toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
     parse(&text, is_toml, &origin)
 }
 
@@ -125,7 +127,10 @@ pub fn parse(text: &str, is_toml: bool, origin: &str) -> Result<Vec<ProxySpec>, 
     for (i, entry) in file.proxies.into_iter().enumerate() {
         let at = format!("proxies[{i}] ({:?})", entry.name);
         if specs.iter().any(|s| s.name == entry.name) {
-            return Err(error(None, format!("{at}: a proxy of that name is declared twice")));
+            return Err(error(
+                None,
+                format!("{at}: a proxy of that name is declared twice"),
+            ));
         }
         let mut toxics: Vec<Toxic> = Vec::with_capacity(entry.toxics.len());
         for (j, t) in entry.toxics.into_iter().enumerate() {
@@ -212,14 +217,22 @@ enabled = false
 
         let bad_type = TOML.replace("type = \"latency\"", "type = \"latncy\"");
         let err = parse(&bad_type, true, "c.toml").unwrap_err().to_string();
-        assert!(err.contains(r#"proxies[0] ("postgres").toxics[0]: invalid toxic type"#), "{err}");
+        assert!(
+            err.contains(r#"proxies[0] ("postgres").toxics[0]: invalid toxic type"#),
+            "{err}"
+        );
         assert!(err.contains("did you mean \"latency\""), "{err}");
 
-        let err = parse("[{\"name\": 1}]", false, "c.json").unwrap_err().to_string();
+        let err = parse("[{\"name\": 1}]", false, "c.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("c.json:1:"), "{err}");
 
         let wrong = TOML.replace("latency = 100", "latency = \"slow\"");
         let err = parse(&wrong, true, "c.toml").unwrap_err().to_string();
-        assert!(err.contains("toxics[0]: bad request body: attributes: invalid type"), "{err}");
+        assert!(
+            err.contains("toxics[0]: bad request body: attributes: invalid type"),
+            "{err}"
+        );
     }
 }

@@ -57,7 +57,10 @@ impl ApiError {
 
     /// 401 for a missing or wrong bearer token.
     pub fn unauthorized() -> ApiError {
-        ApiError::new(401, "missing or wrong bearer token (Authorization: Bearer ...)")
+        ApiError::new(
+            401,
+            "missing or wrong bearer token (Authorization: Bearer ...)",
+        )
     }
 
     /// 404 for a path the API does not serve.

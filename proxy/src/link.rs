@@ -80,9 +80,14 @@ fn reset_by(toxic: &Toxic) -> LinkEnd {
 enum Pending {
     Data(Chunk),
     /// Close the connection because of this toxic.
-    Close { due: Instant, toxic: String },
+    Close {
+        due: Instant,
+        toxic: String,
+    },
     /// The input ended: shut down the output's write half.
-    Finish { due: Instant },
+    Finish {
+        due: Instant,
+    },
 }
 
 impl Pending {

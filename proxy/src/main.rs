@@ -34,7 +34,12 @@ struct Args {
     #[arg(long, requires = "config")]
     check_config: bool,
     /// Require `Authorization: Bearer TOKEN` on every API call.
-    #[arg(long, env = "CHAOS_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "CHAOS_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     api_token: Option<String>,
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -81,7 +86,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     if args.check_config {
-        let toxics: usize = specs.iter().filter_map(|s| s.toxics.as_ref()).map(Vec::len).sum();
+        let toxics: usize = specs
+            .iter()
+            .filter_map(|s| s.toxics.as_ref())
+            .map(Vec::len)
+            .sum();
         println!("config OK: {} proxies, {toxics} toxics", specs.len());
         return Ok(());
     }

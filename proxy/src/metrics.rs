@@ -57,7 +57,8 @@ impl ProxyStats {
                 ..
             } => {
                 let mut map = self.activations.lock().unwrap_or_else(|e| e.into_inner());
-                *map.entry((toxic.clone(), *toxic_type, *direction)).or_default() += 1;
+                *map.entry((toxic.clone(), *toxic_type, *direction))
+                    .or_default() += 1;
             }
             _ => {}
         }
@@ -78,12 +79,13 @@ pub fn render<'a>(
     events: &EventBus,
 ) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    };
+    let mut family =
+        |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        };
     family(
         "chaos_proxy_bytes_total",
         "counter",
@@ -101,16 +103,22 @@ pub fn render<'a>(
         "chaos_proxy_connections_open",
         "gauge",
         "Client connections open now.",
-        &mut proxies
-            .clone()
-            .map(|(name, s)| (format!("proxy=\"{}\"", label(name)), s.open_connections().to_string())),
+        &mut proxies.clone().map(|(name, s)| {
+            (
+                format!("proxy=\"{}\"", label(name)),
+                s.open_connections().to_string(),
+            )
+        }),
     );
     family(
         "chaos_proxy_connections_total",
         "counter",
         "Client connections opened (upstream dialled).",
         &mut proxies.clone().map(|(name, s)| {
-            (format!("proxy=\"{}\"", label(name)), s.total.load(Ordering::Relaxed).to_string())
+            (
+                format!("proxy=\"{}\"", label(name)),
+                s.total.load(Ordering::Relaxed).to_string(),
+            )
         }),
     );
     family(
@@ -129,7 +137,11 @@ pub fn render<'a>(
         "counter",
         "Connections a toxic started acting on.",
         &mut proxies.clone().flat_map(|(name, s)| {
-            let map = s.activations.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let map = s
+                .activations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             map.into_iter().map(move |((toxic, ty, d), n)| {
                 (
                     format!(

@@ -169,7 +169,9 @@ impl Proxy {
     pub fn toxic(&self, name: &str) -> Result<serde_json::Value, ApiError> {
         let state = self.lock();
         let toxic = state.toxics.iter().find(|t| t.name == name);
-        toxic.map(|t| t.to_json()).ok_or_else(ApiError::toxic_not_found)
+        toxic
+            .map(|t| t.to_json())
+            .ok_or_else(ApiError::toxic_not_found)
     }
 
     /// Changes listen, upstream and enabled as Toxiproxy does: a new address restarts the
@@ -202,7 +204,8 @@ impl Proxy {
     }
 
     fn start(&self, state: &mut ProxyState) -> Result<(), ApiError> {
-        let listener = bind(&state.listen).map_err(|e| ApiError::listen_failed(&state.listen, e))?;
+        let listener =
+            bind(&state.listen).map_err(|e| ApiError::listen_failed(&state.listen, e))?;
         if let Ok(addr) = listener.local_addr() {
             state.listen = addr.to_string();
         }
@@ -263,7 +266,11 @@ impl Proxy {
     }
 
     /// Changes a toxic's attributes or toxicity, keeping its place in the chain.
-    pub fn update_toxic(&self, name: &str, input: ToxicInput) -> Result<serde_json::Value, ApiError> {
+    pub fn update_toxic(
+        &self,
+        name: &str,
+        input: ToxicInput,
+    ) -> Result<serde_json::Value, ApiError> {
         let mut state = self.lock();
         let slot = state.toxics.iter_mut().find(|t| t.name == name);
         let slot = slot.ok_or_else(ApiError::toxic_not_found)?;

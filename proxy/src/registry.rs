@@ -52,7 +52,10 @@ impl Registry {
 
     /// One proxy by name.
     pub fn get(&self, name: &str) -> Result<Arc<Proxy>, ApiError> {
-        self.lock().get(name).cloned().ok_or_else(ApiError::proxy_not_found)
+        self.lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(ApiError::proxy_not_found)
     }
 
     /// Creates a proxy with its toxics and starts it if enabled (409 if the name is taken,
@@ -86,9 +89,13 @@ impl Registry {
 
     /// Deletes a proxy: its listener closes and its connections are cut.
     pub fn delete(&self, name: &str) -> Result<(), ApiError> {
-        let proxy = self.lock().remove(name).ok_or_else(ApiError::proxy_not_found)?;
+        let proxy = self
+            .lock()
+            .remove(name)
+            .ok_or_else(ApiError::proxy_not_found)?;
         proxy.close();
-        self.events.emit(name, proxy.stats(), EventKind::ProxyDeleted);
+        self.events
+            .emit(name, proxy.stats(), EventKind::ProxyDeleted);
         Ok(())
     }
 
@@ -137,10 +144,7 @@ impl Registry {
     /// The Prometheus text of every counter.
     pub fn metrics(&self) -> String {
         let proxies = self.proxies();
-        metrics::render(
-            proxies.iter().map(|p| (p.name(), p.stats())),
-            &self.events,
-        )
+        metrics::render(proxies.iter().map(|p| (p.name(), p.stats())), &self.events)
     }
 
     /// Stops accepting, removes every toxic, cuts every connection, and waits up to `grace`
@@ -151,7 +155,10 @@ impl Registry {
         }
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still open after {grace:?}; exiting anyway");
         }
     }

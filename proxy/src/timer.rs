@@ -80,7 +80,10 @@ mod tests {
     async fn wakes_close_to_the_deadline() {
         let timer = PreciseTimer::new().unwrap();
         let start = Instant::now();
-        timer.sleep_until(start + Duration::from_millis(3)).await.unwrap();
+        timer
+            .sleep_until(start + Duration::from_millis(3))
+            .await
+            .unwrap();
         let slept = start.elapsed();
         // Loose sanity bound only; the precision is measured in the benchmark.
         assert!(slept >= Duration::from_millis(3), "{slept:?}");

@@ -15,7 +15,11 @@ async fn proxy_crud_has_toxiproxys_shape() {
     let h = Harness::start().await;
     let upstream = echo_server().await;
     let (status, created) = h
-        .call("POST", "/proxies", Some(json!({"name": "db", "upstream": upstream.to_string()})))
+        .call(
+            "POST",
+            "/proxies",
+            Some(json!({"name": "db", "upstream": upstream.to_string()})),
+        )
         .await;
     assert_eq!(status, 201);
     assert_eq!(created["name"], "db");
@@ -23,23 +27,33 @@ async fn proxy_crud_has_toxiproxys_shape() {
     assert_eq!(created["toxics"], json!([]));
     // No listen given: loopback, a real port echoed back.
     let listen = created["listen"].as_str().unwrap();
-    assert!(listen.starts_with("127.0.0.1:") && !listen.ends_with(":0"), "{listen}");
+    assert!(
+        listen.starts_with("127.0.0.1:") && !listen.ends_with(":0"),
+        "{listen}"
+    );
 
     let (status, all) = h.call("GET", "/proxies", None).await;
     assert_eq!(status, 200);
     assert_eq!(all["db"], created);
 
-    let (status, patched) = h.call("PATCH", "/proxies/db", Some(json!({"enabled": false}))).await;
+    let (status, patched) = h
+        .call("PATCH", "/proxies/db", Some(json!({"enabled": false})))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(patched["enabled"], false);
     assert_eq!(patched["listen"], created["listen"]);
     // Legacy POST update, as Toxiproxy still accepts.
-    let (status, posted) = h.call("POST", "/proxies/db", Some(json!({"enabled": true}))).await;
+    let (status, posted) = h
+        .call("POST", "/proxies/db", Some(json!({"enabled": true})))
+        .await;
     assert_eq!((status, &posted["enabled"]), (200, &json!(true)));
 
     assert_eq!(h.call("DELETE", "/proxies/db", None).await.0, 204);
     let (status, body) = h.call("GET", "/proxies/db", None).await;
-    assert_eq!((status, body), (404, json!({"error": "proxy not found", "status": 404})));
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "proxy not found", "status": 404}))
+    );
     assert_eq!(h.call("GET", "/proxies", None).await.1, json!({}));
 }
 
@@ -48,16 +62,28 @@ async fn proxy_crud_has_toxiproxys_shape() {
 async fn toxic_crud_and_errors() {
     let h = Harness::start().await;
     h.proxy("p", echo_server().await).await;
-    let toxic = h.toxic("p", json!({"type": "latency", "attributes": {"latency": 10}})).await;
+    let toxic = h
+        .toxic(
+            "p",
+            json!({"type": "latency", "attributes": {"latency": 10}}),
+        )
+        .await;
     assert_eq!(
         toxic,
         json!({"name": "latency_downstream", "type": "latency", "stream": "downstream",
                "toxicity": 1.0, "attributes": {"latency": 10, "jitter": 0}})
     );
     let (status, body) = h
-        .call("POST", "/proxies/p/toxics", Some(json!({"type": "latency"})))
+        .call(
+            "POST",
+            "/proxies/p/toxics",
+            Some(json!({"type": "latency"})),
+        )
         .await;
-    assert_eq!((status, body), (409, json!({"error": "toxic already exists", "status": 409})));
+    assert_eq!(
+        (status, body),
+        (409, json!({"error": "toxic already exists", "status": 409}))
+    );
 
     let (status, updated) = h
         .call(
@@ -69,12 +95,26 @@ async fn toxic_crud_and_errors() {
     assert_eq!(status, 200);
     assert_eq!(updated["attributes"], json!({"latency": 10, "jitter": 5}));
     assert_eq!(updated["toxicity"], 0.5);
-    assert_eq!(h.call("GET", "/proxies/p/toxics", None).await.1, json!([updated.clone()]));
-    assert_eq!(h.call("GET", "/proxies/p/toxics/latency_downstream", None).await.1, updated);
+    assert_eq!(
+        h.call("GET", "/proxies/p/toxics", None).await.1,
+        json!([updated.clone()])
+    );
+    assert_eq!(
+        h.call("GET", "/proxies/p/toxics/latency_downstream", None)
+            .await
+            .1,
+        updated
+    );
 
     let missing = json!({"error": "toxic not found", "status": 404});
-    assert_eq!(h.call("GET", "/proxies/p/toxics/nope", None).await, (404, missing.clone()));
-    assert_eq!(h.call("DELETE", "/proxies/p/toxics/nope", None).await, (404, missing));
+    assert_eq!(
+        h.call("GET", "/proxies/p/toxics/nope", None).await,
+        (404, missing.clone())
+    );
+    assert_eq!(
+        h.call("DELETE", "/proxies/p/toxics/nope", None).await,
+        (404, missing)
+    );
     h.remove_toxic("p", "latency_downstream").await;
     assert_eq!(h.call("GET", "/proxies/p/toxics", None).await.1, json!([]));
 }
@@ -88,27 +128,58 @@ async fn bad_input_gets_clear_errors() {
 
     let (status, body) = h.call_raw("POST", "/proxies", "{not json").await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().starts_with("bad request body: "), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad request body: "),
+        "{body}"
+    );
 
-    let (status, body) = h.call("POST", "/proxies", Some(json!({"upstream": upstream}))).await;
-    assert_eq!((status, body["error"].clone()), (400, json!("missing required field: name")));
-    let (status, body) = h.call("POST", "/proxies", Some(json!({"name": "x"}))).await;
-    assert_eq!((status, body["error"].clone()), (400, json!("missing required field: upstream")));
     let (status, body) = h
-        .call("POST", "/proxies", Some(json!({"name": "p", "upstream": upstream})))
+        .call("POST", "/proxies", Some(json!({"upstream": upstream})))
         .await;
-    assert_eq!((status, body["error"].clone()), (409, json!("proxy already exists")));
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("missing required field: name"))
+    );
+    let (status, body) = h.call("POST", "/proxies", Some(json!({"name": "x"}))).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("missing required field: upstream"))
+    );
+    let (status, body) = h
+        .call(
+            "POST",
+            "/proxies",
+            Some(json!({"name": "p", "upstream": upstream})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (409, json!("proxy already exists"))
+    );
 
     let (status, body) = h
         .call("POST", "/proxies/p/toxics", Some(json!({"type": "latncy"})))
         .await;
     assert_eq!(status, 400);
-    assert_eq!(body["error"], r#"invalid toxic type: "latncy" (did you mean "latency"?)"#);
+    assert_eq!(
+        body["error"],
+        r#"invalid toxic type: "latncy" (did you mean "latency"?)"#
+    );
     let (status, body) = h
-        .call("POST", "/proxies/p/toxics", Some(json!({"type": "latency", "stream": "up"})))
+        .call(
+            "POST",
+            "/proxies/p/toxics",
+            Some(json!({"type": "latency", "stream": "up"})),
+        )
         .await;
     assert_eq!(status, 400);
-    assert_eq!(body["error"], "stream was invalid, can be either upstream or downstream");
+    assert_eq!(
+        body["error"],
+        "stream was invalid, can be either upstream or downstream"
+    );
     let (status, body) = h
         .call(
             "POST",
@@ -117,11 +188,24 @@ async fn bad_input_gets_clear_errors() {
         )
         .await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("invalid type: string"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid type: string"),
+        "{body}"
+    );
     let (status, body) = h
-        .call("POST", "/proxies/nope/toxics", Some(json!({"type": "latency"})))
+        .call(
+            "POST",
+            "/proxies/nope/toxics",
+            Some(json!({"type": "latency"})),
+        )
         .await;
-    assert_eq!((status, body["error"].clone()), (404, json!("proxy not found")));
+    assert_eq!(
+        (status, body["error"].clone()),
+        (404, json!("proxy not found"))
+    );
 
     // Unknown fields are ignored, as Toxiproxy does.
     let (status, _) = h
@@ -149,7 +233,10 @@ async fn port_in_use_is_refused_cleanly() {
         .await;
     assert_eq!(status, 500);
     let error = body["error"].as_str().unwrap();
-    assert!(error.starts_with(&format!("listen tcp {addr}: ")), "{error}");
+    assert!(
+        error.starts_with(&format!("listen tcp {addr}: ")),
+        "{error}"
+    );
     assert_eq!(h.call("GET", "/proxies", None).await.1, json!({}));
 }
 
@@ -186,7 +273,13 @@ async fn populate_is_all_or_nothing() {
 
     let (status, body) = h.call("POST", "/populate", Some(json!([good, good]))).await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("duplicate proxy name"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate proxy name"),
+        "{body}"
+    );
 }
 
 /// `/reset` enables every proxy and removes every toxic.
@@ -195,7 +288,8 @@ async fn reset_enables_and_clears() {
     let h = Harness::start().await;
     h.proxy("p", echo_server().await).await;
     h.toxic("p", json!({"type": "timeout"})).await;
-    h.call("PATCH", "/proxies/p", Some(json!({"enabled": false}))).await;
+    h.call("PATCH", "/proxies/p", Some(json!({"enabled": false})))
+        .await;
     assert_eq!(h.call("POST", "/reset", None).await.0, 204);
     let (_, proxy) = h.call("GET", "/proxies/p", None).await;
     assert_eq!(proxy["enabled"], true);
@@ -209,7 +303,10 @@ async fn version_and_unknown_routes() {
     let (status, body) = h.call("GET", "/version", None).await;
     assert_eq!(status, 200);
     assert_eq!(body["version"], "2.12.0");
-    assert_eq!(h.call("GET", "/nope", None).await, (404, json!({"error": "not found", "status": 404})));
+    assert_eq!(
+        h.call("GET", "/nope", None).await,
+        (404, json!({"error": "not found", "status": 404}))
+    );
 }
 
 /// With a token set, calls without it are refused with 401; browsers are always refused.
@@ -245,9 +342,11 @@ async fn broken_clients_do_not_hurt_others() {
     let mut healthy = connect(addr).await;
     for _ in 0..20 {
         let mut bad = connect(addr).await;
-        bad.write_all(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n']).await.unwrap();
+        bad.write_all(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n'])
+            .await
+            .unwrap();
         // SO_LINGER 0: the close is a reset.
-        bad.set_linger(Some(Duration::ZERO)).unwrap();
+        bad.set_zero_linger().unwrap();
         drop(bad);
     }
     healthy.write_all(b"still here").await.unwrap();
@@ -255,7 +354,10 @@ async fn broken_clients_do_not_hurt_others() {
     assert_eq!(echoed, b"still here");
     let mut fresh = connect(addr).await;
     fresh.write_all(b"new").await.unwrap();
-    assert_eq!(within(Duration::from_secs(5), "echo", read_n(&mut fresh, 3)).await, b"new");
+    assert_eq!(
+        within(Duration::from_secs(5), "echo", read_n(&mut fresh, 3)).await,
+        b"new"
+    );
 }
 
 /// `/metrics` is Prometheus text with the byte and connection counters of each proxy.
@@ -266,8 +368,18 @@ async fn metrics_count_bytes_and_connections() {
     let mut client = connect(addr).await;
     client.write_all(b"12345").await.unwrap();
     assert_eq!(read_n(&mut client, 5).await, b"12345");
-    let text = h.http.get(format!("{}/metrics", h.base)).send().await.unwrap();
-    assert!(text.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        text.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = text.text().await.unwrap();
     for line in [
         r#"chaos_proxy_bytes_total{proxy="m",direction="upstream"} 5"#,
@@ -276,6 +388,9 @@ async fn metrics_count_bytes_and_connections() {
         r#"chaos_proxy_connections_total{proxy="m"} 1"#,
         "# TYPE chaos_proxy_bytes_total counter",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
 }

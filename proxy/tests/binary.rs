@@ -57,8 +57,14 @@ impl Running {
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {response:?}"));
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        let status = response
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
         (status, body)
     }
 
@@ -79,7 +85,10 @@ impl Running {
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "chaos-proxy did not exit on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "chaos-proxy did not exit on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
@@ -148,7 +157,11 @@ attributes = {{ latency = 200 }}
     let mut reply = [0u8; 4];
     client.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"ping");
-    assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 /// `--check-config` says OK for a good file and names file:line:column for a bad one (exit 2).
@@ -160,19 +173,31 @@ fn check_config_reports_where() {
         "good.toml",
         "[[proxies]]\nname = \"a\"\nupstream = \"127.0.0.1:1\"\n",
     );
-    let out = Command::new(BIN).args(["--config", &good, "--check-config"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", &good, "--check-config"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "config OK: 1 proxies, 0 toxics\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "config OK: 1 proxies, 0 toxics\n"
+    );
 
     let bad = write_config(
         dir.path(),
         "bad.toml",
         "[[proxies]]\nname = \"a\"\nupstream = \"127.0.0.1:1\"\nlisten = 5\n",
     );
-    let out = Command::new(BIN).args(["--config", &bad, "--check-config"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", &bad, "--check-config"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{bad}:4:10: invalid type")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{bad}:4:10: invalid type")),
+        "{stderr}"
+    );
 
     let missing = Command::new(BIN)
         .args(["--config", "/nonexistent/x.toml", "--check-config"])
@@ -207,7 +232,12 @@ fn startup_fails_cleanly_when_a_port_is_taken() {
 fn token_from_environment() {
     let proxy = Running::start(&[], &[("CHAOS_API_TOKEN", "tok-123")]);
     assert_eq!(proxy.http("GET", "/proxies", "", "").0, 401);
-    assert_eq!(proxy.http("GET", "/proxies", "Authorization: Bearer tok-123\r\n", "").0, 200);
+    assert_eq!(
+        proxy
+            .http("GET", "/proxies", "Authorization: Bearer tok-123\r\n", "")
+            .0,
+        200
+    );
     let out = proxy.terminate();
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("tok-123"));
@@ -233,12 +263,18 @@ fn sigterm_closes_connections_and_exits_zero() {
     let out = proxy.terminate();
     assert!(out.status.success(), "{out:?}");
     // The open connection was closed (EOF or reset), not left hanging.
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut buf = [0u8; 16];
     match client.read(&mut buf) {
         Ok(0) => {}
         Ok(n) => panic!("unexpected {n} bytes"),
-        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "connection left open"),
+        Err(e) => assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "connection left open"
+        ),
     }
     assert!(TcpStream::connect(listen).is_err(), "still accepting");
 }

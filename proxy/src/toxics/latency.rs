@@ -65,7 +65,11 @@ mod tests {
     #[test]
     fn delay_counts_from_the_read() {
         let t0 = Instant::now();
-        let mut toxic = LatencyConfig { latency: 10, jitter: 0 }.build();
+        let mut toxic = LatencyConfig {
+            latency: 10,
+            jitter: 0,
+        }
+        .build();
         let mut out = Vec::new();
         toxic.on_chunk(Chunk::new(Bytes::from_static(b"a"), t0), t0, &mut out);
         // A chunk that already waited 4 ms elsewhere only waits the remaining 6 ms.
@@ -79,7 +83,11 @@ mod tests {
     #[test]
     fn jitter_stays_within_bounds() {
         let t0 = Instant::now();
-        let mut toxic = LatencyConfig { latency: 10, jitter: 3 }.build();
+        let mut toxic = LatencyConfig {
+            latency: 10,
+            jitter: 3,
+        }
+        .build();
         let mut out = Vec::new();
         for _ in 0..200 {
             toxic.on_chunk(Chunk::new(Bytes::from_static(b"x"), t0), t0, &mut out);

@@ -58,7 +58,10 @@ mod tests {
         let mut toxic = LimitDataConfig { bytes: 5 }.build();
         let mut out = Vec::new();
         let chunk = |s: &'static [u8]| Chunk::new(Bytes::from_static(s), t0);
-        assert_eq!(toxic.on_chunk(chunk(b"abc"), t0, &mut out), Verdict::Continue);
+        assert_eq!(
+            toxic.on_chunk(chunk(b"abc"), t0, &mut out),
+            Verdict::Continue
+        );
         assert_eq!(toxic.on_chunk(chunk(b"defg"), t0, &mut out), Verdict::Close);
         let passed: Vec<u8> = out.iter().flat_map(|c| c.data.to_vec()).collect();
         assert_eq!(passed, b"abcde");

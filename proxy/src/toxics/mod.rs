@@ -501,7 +501,8 @@ mod tests {
                 ty.name, ty.example
             )))
             .unwrap();
-            let again = Toxic::from_input(serde_json::from_value(toxic.to_json()).unwrap()).unwrap();
+            let again =
+                Toxic::from_input(serde_json::from_value(toxic.to_json()).unwrap()).unwrap();
             assert_eq!(toxic, again);
         }
     }
@@ -512,7 +513,10 @@ mod tests {
         assert_eq!(toxic.name, "latency_downstream");
         assert_eq!(toxic.stream, Direction::Downstream);
         assert_eq!(toxic.toxicity, 1.0);
-        assert_eq!(toxic.to_json()["attributes"], serde_json::json!({"latency": 0, "jitter": 0}));
+        assert_eq!(
+            toxic.to_json()["attributes"],
+            serde_json::json!({"latency": 0, "jitter": 0})
+        );
     }
 
     #[test]
@@ -530,12 +534,20 @@ mod tests {
     fn bad_stream_and_attribute_types_are_refused() {
         let err = Toxic::from_input(input(r#"{"type": "latency", "stream": "sideways"}"#));
         assert_eq!(err.unwrap_err(), ToxicError::InvalidStream);
-        let err =
-            Toxic::from_input(input(r#"{"type": "latency", "attributes": {"latency": "x"}}"#))
-                .unwrap_err();
-        assert!(err.to_string().starts_with("bad request body: attributes: invalid type"), "{err}");
+        let err = Toxic::from_input(input(
+            r#"{"type": "latency", "attributes": {"latency": "x"}}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("bad request body: attributes: invalid type"),
+            "{err}"
+        );
         let err = Toxic::from_input(input(r#"{"type": "noop", "toxicity": 1.5}"#)).unwrap_err();
-        assert!(err.to_string().contains("toxicity must be between"), "{err}");
+        assert!(
+            err.to_string().contains("toxicity must be between"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -550,6 +562,9 @@ mod tests {
         assert_eq!(updated.name, "slow");
         assert_eq!(updated.stream, Direction::Upstream);
         assert_eq!(updated.toxicity, 0.5);
-        assert_eq!(updated.to_json()["attributes"], serde_json::json!({"latency": 50, "jitter": 2}));
+        assert_eq!(
+            updated.to_json()["attributes"],
+            serde_json::json!({"latency": 50, "jitter": 2})
+        );
     }
 }

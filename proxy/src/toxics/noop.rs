@@ -21,7 +21,12 @@ impl ToxicAttributes for NoopConfig {
 struct Noop;
 
 impl ToxicState for Noop {
-    fn on_chunk(&mut self, chunk: Chunk, _now: tokio::time::Instant, out: &mut Vec<Chunk>) -> Verdict {
+    fn on_chunk(
+        &mut self,
+        chunk: Chunk,
+        _now: tokio::time::Instant,
+        out: &mut Vec<Chunk>,
+    ) -> Verdict {
         out.push(chunk);
         Verdict::Continue
     }

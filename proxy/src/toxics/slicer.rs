@@ -63,7 +63,9 @@ impl Slicer {
             half
         } else {
             let offset = rand::rng().random_range(0..=2 * variation);
-            (half + offset).saturating_sub(variation).clamp(start + 1, end - 1)
+            (half + offset)
+                .saturating_sub(variation)
+                .clamp(start + 1, end - 1)
         };
         self.cut(start, mid, cuts);
         self.cut(mid, end, cuts);
@@ -97,7 +99,11 @@ mod tests {
     #[test]
     fn pieces_are_bounded_ordered_and_whole() {
         let t0 = Instant::now();
-        let config = SlicerConfig { average_size: 10, size_variation: 4, delay: 100 };
+        let config = SlicerConfig {
+            average_size: 10,
+            size_variation: 4,
+            delay: 100,
+        };
         let mut toxic = config.build();
         let input: Vec<u8> = (0..=255).collect();
         let mut out = Vec::new();
@@ -111,8 +117,19 @@ mod tests {
 
     #[test]
     fn nonsense_sizes_are_refused() {
-        assert!(SlicerConfig { average_size: 0, ..Default::default() }.validate().is_err());
-        let config = SlicerConfig { average_size: 4, size_variation: 4, delay: 0 };
+        assert!(
+            SlicerConfig {
+                average_size: 0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        let config = SlicerConfig {
+            average_size: 4,
+            size_variation: 4,
+            delay: 0,
+        };
         assert!(config.validate().is_err());
     }
 }

@@ -54,8 +54,16 @@ impl Harness {
                 format!("Bearer {token}").parse().unwrap(),
             );
         }
-        let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
-        Harness { registry, base, http, stop: Some(stop) }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        Harness {
+            registry,
+            base,
+            http,
+            stop: Some(stop),
+        }
     }
 
     /// Sends a request; returns the status and the body parsed as JSON (or as a JSON string
@@ -89,7 +97,10 @@ impl Harness {
             .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Creates a proxy on a free loopback port in front of `upstream`; returns its address.
@@ -107,14 +118,18 @@ impl Harness {
 
     /// Adds a toxic (JSON as the API takes it) and checks it was accepted.
     pub async fn toxic(&self, proxy: &str, toxic: Value) -> Value {
-        let (status, body) = self.call("POST", &format!("/proxies/{proxy}/toxics"), Some(toxic)).await;
+        let (status, body) = self
+            .call("POST", &format!("/proxies/{proxy}/toxics"), Some(toxic))
+            .await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     /// Removes a toxic and checks it was there.
     pub async fn remove_toxic(&self, proxy: &str, toxic: &str) {
-        let (status, body) = self.call("DELETE", &format!("/proxies/{proxy}/toxics/{toxic}"), None).await;
+        let (status, body) = self
+            .call("DELETE", &format!("/proxies/{proxy}/toxics/{toxic}"), None)
+            .await;
         assert_eq!(status, 204, "{body}");
     }
 }
@@ -181,7 +196,11 @@ pub async fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 }
 
 /// Bounds a test step in time, so a hang fails instead of blocking the suite.
-pub async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
     tokio::time::timeout(limit, fut)
         .await
         .unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))

@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 
 import toxiproxy
@@ -34,6 +35,7 @@ PAYLOAD = b"ping-through-chaos-proxy"
 LATENCY_MS = 300
 FAST_S = 0.25
 IO_TIMEOUT_S = 5.0
+DOWN_CYCLES = 20
 
 
 class CompatFailure(Exception):
@@ -78,24 +80,47 @@ def connect(listen):
     return sock
 
 
-def round_trip(sock, payload=PAYLOAD):
-    """Sends payload on an open socket, reads the echo back; returns the elapsed seconds."""
+def round_trip(sock, expect=PAYLOAD):
+    """Sends PAYLOAD on an open socket, reads the reply back; returns the elapsed seconds."""
     start = time.monotonic()
-    sock.sendall(payload)
+    sock.sendall(PAYLOAD)
     got = b""
-    while len(got) < len(payload):
-        chunk = sock.recv(len(payload) - len(got))
+    while len(got) < len(PAYLOAD):
+        chunk = sock.recv(len(PAYLOAD) - len(got))
         if not chunk:
-            raise CompatFailure("connection closed after %d of %d echoed bytes" % (len(got), len(payload)))
+            raise CompatFailure("connection closed after %d of %d echoed bytes" % (len(got), len(PAYLOAD)))
         got += chunk
     elapsed = time.monotonic() - start
-    check(got == payload, "echo mismatch: sent %r, got %r" % (payload, got))
+    check(got == expect, "reply mismatch: sent %r, expected %r, got %r" % (PAYLOAD, expect, got))
     return elapsed
 
 
-def fresh_round_trip(listen):
+def fresh_round_trip(listen, expect=PAYLOAD):
     with connect(listen) as sock:
-        return round_trip(sock)
+        return round_trip(sock, expect)
+
+
+def start_upper_echo():
+    """A second upstream, told apart from the first: it echoes bytes upper-cased."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def serve(conn):
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                conn.sendall(data.upper())
+
+    def accept_loop():
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    return "127.0.0.1:%d" % srv.getsockname()[1]
 
 
 def assert_fast(elapsed, what):
@@ -108,14 +133,28 @@ def assert_slow(elapsed, what, at_least=LATENCY_MS / 1000.0):
     step("  %s: round trip %.3fs (>= %.2fs)" % (what, elapsed, at_least))
 
 
-def assert_refused(listen, what):
+def assert_refused(listen, what, quiet=False):
+    """The API call that closed the listener has returned: Toxiproxy closes the listener before
+    it answers, so the very next connect must be refused."""
     try:
         sock = socket.create_connection(split_addr(listen), timeout=IO_TIMEOUT_S)
     except ConnectionRefusedError:
-        step("  %s: connection to %s refused" % (what, listen))
+        if not quiet:
+            step("  %s: connection to %s refused" % (what, listen))
         return
-    sock.close()
-    raise CompatFailure("%s: connecting to %s succeeded, expected connection refused" % (what, listen))
+    # Describe what the accepted connection then does, for the report.
+    try:
+        sock.sendall(PAYLOAD)
+        data = sock.recv(4096)
+        fate = "then it returned %r" % data if data else "then it was closed (EOF)"
+    except OSError as e:
+        fate = "then %s: %s" % (type(e).__name__, e)
+    finally:
+        sock.close()
+    raise CompatFailure(
+        "%s: connecting to %s right after the API call returned succeeded (%s), expected connection refused"
+        % (what, listen, fate)
+    )
 
 
 def assert_cut(sock, what):
@@ -297,6 +336,12 @@ def main(argv):
         assert_refused(listen, "inside down()")
         check(server.get_proxy("compat_echo").enabled is False, "proxies() shows enabled inside down()")
     assert_fast(fresh_round_trip(listen), "after down()")
+    step("with proxy.down() x%d: the first connect inside is refused every time" % DOWN_CYCLES)
+    for i in range(DOWN_CYCLES):
+        with proxy.down():
+            assert_refused(listen, "inside down() (cycle %d of %d)" % (i + 1, DOWN_CYCLES), quiet=True)
+        fresh_round_trip(listen)
+    step("  refused %d times out of %d" % (DOWN_CYCLES, DOWN_CYCLES))
 
     # --- reset -----------------------------------------------------------------------------
     step("reset(): re-enables proxies and removes toxics")
@@ -338,6 +383,14 @@ def main(argv):
     )
     assert_refused(pop_listen, "old address of the re-populated proxy")
     assert_fast(fresh_round_trip(pop_listen2), "re-populated proxy")
+    upper = start_upper_echo()
+    step("populate() with a changed upstream (%s, upper-casing echo) on the same listen address" % upper)
+    created = server.populate([{"name": "compat_pop", "upstream": upper, "listen": pop_listen2}])
+    check(
+        [(p.name, p.upstream, p.listen) for p in created] == [("compat_pop", upper, pop_listen2)],
+        "populate() with a changed upstream: %r" % [(p.name, p.upstream, p.listen) for p in created],
+    )
+    assert_fast(fresh_round_trip(pop_listen2, expect=PAYLOAD.upper()), "re-populated proxy, new upstream")
 
     # --- destroy ---------------------------------------------------------------------------
     step("destroy(proxy) / proxy.destroy()")

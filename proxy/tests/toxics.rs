@@ -1,0 +1,509 @@
+//! Each toxic's effect, observed from a real TCP client through an in-process proxy: timing
+//! (loose lower bounds, generous upper bounds), the bytes that arrive, and how the connection
+//! ends (EOF vs reset). Also: toxics changing under an open connection, `toxicity`, the proxy
+//! going down and coming back, an unreachable upstream, and what `/metrics` and `/events` report.
+
+mod common;
+use common::*;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long any single step may take before the test fails instead of hanging.
+const STEP: Duration = Duration::from_secs(5);
+/// Generous upper bound for anything that should be "fast" or merely "delayed a little".
+const SLOW: Duration = Duration::from_secs(2);
+
+/// A toxic as `POST /proxies/{p}/toxics` takes it.
+fn toxic(name: &str, kind: &str, stream: &str, attributes: Value) -> Value {
+    json!({"name": name, "type": kind, "stream": stream, "attributes": attributes})
+}
+
+/// A proxy called `name` in front of a fresh echo server, with `toxics` added in order.
+async fn echo_proxy(h: &Harness, name: &str, toxics: &[Value]) -> SocketAddr {
+    let addr = h.proxy(name, echo_server().await).await;
+    for t in toxics {
+        h.toxic(name, t.clone()).await;
+    }
+    addr
+}
+
+/// Sends `message` and reads the echo back; returns how long the round trip took.
+async fn round_trip(client: &mut TcpStream, message: &[u8]) -> Duration {
+    let start = Instant::now();
+    client.write_all(message).await.unwrap();
+    let echoed = within(STEP, "the echo", read_n(client, message.len())).await;
+    assert_eq!(echoed, message, "the echo differs from what was sent");
+    start.elapsed()
+}
+
+/// Sends `data` through an echo proxy (writer and reader in separate tasks, so big payloads
+/// cannot deadlock on full socket buffers), half-closes, and returns everything read until EOF.
+async fn echo_through(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    let (mut reader, mut writer) = connect(addr).await.into_split();
+    let write = tokio::spawn(async move {
+        writer.write_all(&data).await.unwrap();
+        writer.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    within(STEP, "the echo until EOF", reader.read_to_end(&mut echoed))
+        .await
+        .unwrap();
+    write.await.unwrap();
+    echoed
+}
+
+/// One read: `Ok(0)` is EOF, `Ok(n)` data, `Err` a socket error such as a reset.
+async fn read_once(stream: &mut TcpStream) -> io::Result<usize> {
+    let mut buf = [0u8; 1024];
+    stream.read(&mut buf).await
+}
+
+/// Asserts the next read sees the connection end (EOF or an error), with no data before it.
+async fn assert_ended(stream: &mut TcpStream, what: &str) {
+    match within(STEP, what, read_once(stream)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("{what}: expected the connection to end, read {n} bytes"),
+    }
+}
+
+/// `n` bytes of a fixed, non-repeating-looking pattern.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 + i / 251) as u8).collect()
+}
+
+/// The Prometheus text of `GET /metrics`.
+async fn metrics(h: &Harness) -> String {
+    let (status, body) = h.call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    body.as_str().expect("metrics are text").to_owned()
+}
+
+/// The value of the sample of `family` whose labels include all of `labels`.
+fn sample(metrics: &str, family: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")))
+        .find(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+/// Enables or disables a proxy through the API; returns the proxy as the API shows it.
+async fn set_enabled(h: &Harness, proxy: &str, enabled: bool) -> Value {
+    let (status, body) = h
+        .call("PATCH", &format!("/proxies/{proxy}"), Some(json!({"enabled": enabled})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["enabled"], enabled, "{body}");
+    body
+}
+
+/// An address on 127.0.0.1 where nothing listens (bound, then released).
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A subscription to `GET /events?proxy=NAME`, read line by line.
+struct Events {
+    response: reqwest::Response,
+    pending: Vec<u8>,
+}
+
+impl Events {
+    /// Subscribes; once this returns, every later event of the proxy is seen.
+    async fn subscribe(h: &Harness, proxy: &str) -> Events {
+        let response = h
+            .http
+            .get(format!("{}/events?proxy={proxy}", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        Events { response, pending: Vec::new() }
+    }
+
+    /// The next event.
+    async fn next(&mut self) -> Value {
+        within(STEP, "the next event", async {
+            loop {
+                if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = self.pending.drain(..=end).collect();
+                    return serde_json::from_slice(&line).unwrap();
+                }
+                let chunk = self.response.chunk().await.unwrap().expect("the event stream ended");
+                self.pending.extend_from_slice(&chunk);
+            }
+        })
+        .await
+    }
+
+    /// Every event up to and including the first of `kind`.
+    async fn until(&mut self, kind: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next().await;
+            let done = event["kind"] == kind;
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// A 100 ms downstream latency delays the echo by at least 100 ms.
+#[tokio::test]
+async fn latency_downstream_delays_the_round_trip() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "lat", &[toxic("slow", "latency", "downstream", json!({"latency": 100}))]).await;
+    let mut client = connect(addr).await;
+    let rtt = round_trip(&mut client, b"ping").await;
+    assert!(rtt >= Duration::from_millis(100) && rtt < SLOW, "round trip took {rtt:?}");
+}
+
+/// A 100 ms upstream latency delays the echo by at least 100 ms too.
+#[tokio::test]
+async fn latency_upstream_delays_the_round_trip() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "lat", &[toxic("slow", "latency", "upstream", json!({"latency": 100}))]).await;
+    let mut client = connect(addr).await;
+    let rtt = round_trip(&mut client, b"ping").await;
+    assert!(rtt >= Duration::from_millis(100) && rtt < SLOW, "round trip took {rtt:?}");
+}
+
+/// Latency 200 +/- 100 ms: every round trip takes at least 100 ms, and with 32 connections at
+/// least one is faster than 200 ms (without jitter none could be; with it, the odds that none
+/// is are about 2^-32).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_jitter_stays_within_its_bounds() {
+    let h = Harness::start().await;
+    let attributes = json!({"latency": 200, "jitter": 100});
+    let addr = echo_proxy(&h, "jit", &[toxic("jitter", "latency", "downstream", attributes)]).await;
+    let rtts = join_all((0..32).map(|_| async move {
+        let mut client = connect(addr).await;
+        round_trip(&mut client, b"ping").await
+    }))
+    .await;
+    for rtt in &rtts {
+        assert!(*rtt >= Duration::from_millis(100) && *rtt < SLOW, "round trips: {rtts:?}");
+    }
+    assert!(
+        rtts.iter().any(|rtt| *rtt < Duration::from_millis(200)),
+        "no round trip under 200 ms, jitter had no effect: {rtts:?}"
+    );
+}
+
+/// 50,000 bytes at 100 KB/s take about half a second, and arrive intact.
+#[tokio::test]
+async fn bandwidth_throttles_and_keeps_the_bytes() {
+    let h = Harness::start().await;
+    let payload = pattern(50_000);
+    let addr = h.proxy("bw", send_and_close_server(payload.clone()).await).await;
+    h.toxic("bw", toxic("throttle", "bandwidth", "downstream", json!({"rate": 100}))).await;
+    let start = Instant::now();
+    let mut client = connect(addr).await;
+    let mut received = Vec::new();
+    within(STEP, "the throttled payload", client.read_to_end(&mut received))
+        .await
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert!(received == payload, "payload altered: {} bytes arrived", received.len());
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(5),
+        "50 kB at 100 KB/s took {elapsed:?}"
+    );
+}
+
+/// `limit_data` 10 on a server sending 100 bytes: the client reads exactly the first 10, then
+/// a clean EOF.
+#[tokio::test]
+async fn limit_data_passes_exactly_the_limit_then_closes() {
+    let h = Harness::start().await;
+    let payload = pattern(100);
+    let addr = h.proxy("limit", send_and_close_server(payload.clone()).await).await;
+    h.toxic("limit", toxic("ten", "limit_data", "downstream", json!({"bytes": 10}))).await;
+    let mut client = connect(addr).await;
+    let mut received = Vec::new();
+    within(STEP, "the limited payload", client.read_to_end(&mut received))
+        .await
+        .expect("limit_data closes gracefully, not with a reset");
+    assert_eq!(received, payload[..10]);
+}
+
+/// `reset_peer` with timeout 0: the first data resets the connection at once.
+#[tokio::test]
+async fn reset_peer_resets_at_once() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "rst", &[toxic("rst", "reset_peer", "upstream", json!({"timeout": 0}))]).await;
+    let mut client = connect(addr).await;
+    client.write_all(b"hello").await.unwrap();
+    let read = within(STEP, "the reset", read_once(&mut client)).await;
+    assert_eq!(read.map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionReset));
+}
+
+/// `reset_peer` with timeout 200: the reset comes at least 200 ms after the first data.
+#[tokio::test]
+async fn reset_peer_resets_after_its_timeout() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "rst", &[toxic("rst", "reset_peer", "upstream", json!({"timeout": 200}))]).await;
+    let mut client = connect(addr).await;
+    let start = Instant::now();
+    client.write_all(b"hello").await.unwrap();
+    let read = within(STEP, "the reset", read_once(&mut client)).await;
+    let elapsed = start.elapsed();
+    assert_eq!(read.map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionReset));
+    assert!(elapsed >= Duration::from_millis(200) && elapsed < SLOW, "reset after {elapsed:?}");
+}
+
+/// `timeout` 300 (upstream): data gets no reply, and the connection ends 300 ms or more after
+/// it opened.
+#[tokio::test]
+async fn timeout_swallows_data_then_closes() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "to", &[toxic("stop", "timeout", "upstream", json!({"timeout": 300}))]).await;
+    let start = Instant::now();
+    let mut client = connect(addr).await;
+    client.write_all(b"hello?").await.unwrap();
+    assert_ended(&mut client, "the timeout's close").await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < SLOW, "closed after {elapsed:?}");
+}
+
+/// `timeout` 0: data gets no reply and the connection stays open (observed for 500 ms).
+#[tokio::test]
+async fn timeout_zero_swallows_data_and_never_closes() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "to", &[toxic("stop", "timeout", "upstream", json!({"timeout": 0}))]).await;
+    let mut client = connect(addr).await;
+    client.write_all(b"hello?").await.unwrap();
+    let read = tokio::time::timeout(Duration::from_millis(500), read_once(&mut client)).await;
+    assert!(read.is_err(), "expected silence, the read returned {read:?}");
+}
+
+/// Downstream `slow_close` 300: the payload arrives, and the EOF only 300 ms after it (20 ms
+/// allowed for our own task observing the payload late).
+#[tokio::test]
+async fn slow_close_holds_the_eof() {
+    let h = Harness::start().await;
+    let payload = pattern(1000);
+    let addr = h.proxy("sc", send_and_close_server(payload.clone()).await).await;
+    h.toxic("sc", toxic("hold", "slow_close", "downstream", json!({"delay": 300}))).await;
+    let mut client = connect(addr).await;
+    let received = within(STEP, "the payload", read_n(&mut client, payload.len())).await;
+    let payload_at = Instant::now();
+    assert_eq!(received, payload);
+    assert_eq!(within(STEP, "the EOF", read_once(&mut client)).await.unwrap(), 0);
+    let gap = payload_at.elapsed();
+    assert!(gap >= Duration::from_millis(280) && gap < SLOW, "EOF {gap:?} after the payload");
+}
+
+/// `slicer` cuts the stream into small, spaced writes; the bytes still arrive whole and in
+/// order.
+#[tokio::test]
+async fn slicer_delivers_the_bytes_whole() {
+    let h = Harness::start().await;
+    let attributes = json!({"average_size": 10, "size_variation": 5, "delay": 100});
+    let addr = echo_proxy(&h, "sl", &[toxic("slices", "slicer", "downstream", attributes)]).await;
+    let payload = pattern(20_000);
+    assert!(echo_through(addr, payload.clone()).await == payload, "slicer altered the bytes");
+}
+
+/// `noop` passes everything through unchanged.
+#[tokio::test]
+async fn noop_passes_through() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "noop", &[toxic("nothing", "noop", "downstream", json!({}))]).await;
+    let payload = pattern(100_000);
+    assert!(echo_through(addr, payload.clone()).await == payload, "noop altered the bytes");
+}
+
+/// `enabled: false` cuts open connections and refuses new ones; `enabled: true` serves again on
+/// the same port.
+#[tokio::test]
+async fn disabling_cuts_and_refuses_and_enabling_restores_the_same_port() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "down", &[]).await;
+    let mut open = connect(addr).await;
+    round_trip(&mut open, b"before").await;
+
+    set_enabled(&h, "down", false).await;
+    assert_ended(&mut open, "the cut of the open connection").await;
+    let refused = TcpStream::connect(addr).await.expect_err("a disabled proxy accepted a client");
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+
+    let proxy = set_enabled(&h, "down", true).await;
+    assert_eq!(proxy["listen"], addr.to_string());
+    let mut client = connect(addr).await;
+    round_trip(&mut client, b"after").await;
+}
+
+/// A toxic added while a connection is open slows that connection's next round trip; removing
+/// it makes the same connection fast again.
+#[tokio::test]
+async fn toxic_changes_reach_an_open_connection() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "live", &[]).await;
+    let mut client = connect(addr).await;
+    let latency = Duration::from_millis(300);
+    round_trip(&mut client, b"one").await;
+
+    h.toxic("live", toxic("slow", "latency", "downstream", json!({"latency": 300}))).await;
+    let slowed = round_trip(&mut client, b"two").await;
+    assert!(slowed >= latency && slowed < SLOW, "round trip with the toxic took {slowed:?}");
+
+    h.remove_toxic("live", "slow").await;
+    let fast = round_trip(&mut client, b"three").await;
+    assert!(fast < latency, "round trip after removing the toxic took {fast:?}");
+}
+
+/// Toxicity 0: a 500 ms latency never acts (a fast round trip) and `/metrics` counts no
+/// activation of it.
+#[tokio::test]
+async fn toxicity_zero_never_acts() {
+    let h = Harness::start().await;
+    let mut never = toxic("never", "latency", "downstream", json!({"latency": 500}));
+    never["toxicity"] = json!(0.0);
+    let addr = echo_proxy(&h, "dice", &[never]).await;
+    let mut client = connect(addr).await;
+    let rtt = round_trip(&mut client, b"ping").await;
+    assert!(rtt < Duration::from_millis(500), "round trip took {rtt:?}");
+    let text = metrics(&h).await;
+    let activations = sample(&text, "chaos_toxic_activations_total", &[("toxic", "never")]);
+    assert_eq!(activations, None, "{text}");
+}
+
+/// Toxicity 1: one connection counts exactly one activation, with the toxic's labels.
+#[tokio::test]
+async fn toxicity_one_counts_one_activation_per_connection() {
+    let h = Harness::start().await;
+    let mut always = toxic("always", "latency", "downstream", json!({"latency": 10}));
+    always["toxicity"] = json!(1.0);
+    let addr = echo_proxy(&h, "dice", &[always]).await;
+    let mut client = connect(addr).await;
+    round_trip(&mut client, b"ping").await;
+    let text = metrics(&h).await;
+    let labels = [("proxy", "dice"), ("toxic", "always"), ("type", "latency"), ("direction", "downstream")];
+    assert_eq!(sample(&text, "chaos_toxic_activations_total", &labels), Some(1), "{text}");
+}
+
+/// An unreachable upstream: the client is cut at once, a `dial_failed` event says so, and
+/// `/metrics` counts one dial failure.
+#[tokio::test]
+async fn unreachable_upstream_cuts_the_client_and_counts_a_dial_failure() {
+    let h = Harness::start().await;
+    let addr = h.proxy("nowhere", closed_port().await).await;
+    let mut events = Events::subscribe(&h, "nowhere").await;
+    let mut client = connect(addr).await;
+    match within(Duration::from_secs(1), "the cut", read_once(&mut client)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("read {n} bytes from a proxy with no upstream"),
+    }
+    let seen = events.until("dial_failed").await;
+    assert!(
+        seen.iter().all(|e| e["kind"] != "connection_opened"),
+        "a connection was reported open: {seen:?}"
+    );
+    let text = metrics(&h).await;
+    let failures = sample(&text, "chaos_proxy_dial_failures_total", &[("proxy", "nowhere")]);
+    assert_eq!(failures, Some(1), "{text}");
+}
+
+/// `GET /events` reports a connection's life: opened, the toxic activated (name, type,
+/// direction), closed, all with the same connection id.
+#[tokio::test]
+async fn events_report_a_connection_and_its_toxic() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "ev", &[toxic("slow", "latency", "upstream", json!({"latency": 10}))]).await;
+    let mut events = Events::subscribe(&h, "ev").await;
+    let mut client = connect(addr).await;
+    round_trip(&mut client, b"ping").await;
+    drop(client);
+
+    let seen = events.until("connection_closed").await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["connection_opened", "toxic_activated", "connection_closed"], "{seen:?}");
+    let activated = &seen[1];
+    assert_eq!(activated["toxic"], "slow", "{activated}");
+    assert_eq!(activated["toxic_type"], "latency", "{activated}");
+    assert_eq!(activated["direction"], "upstream", "{activated}");
+    let id = &seen[0]["connection"];
+    assert!(id.is_u64(), "{seen:?}");
+    assert!(seen.iter().all(|e| e["connection"] == *id && e["proxy"] == "ev"), "{seen:?}");
+}
+
+/// Random payloads (up to 64 KiB) come back byte-identical through an echo proxy with any of
+/// the toxics that must not alter data.
+#[test]
+fn data_toxics_never_alter_the_bytes() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let toxics = [
+        toxic("t", "latency", "downstream", json!({"latency": 1})),
+        toxic("t", "bandwidth", "downstream", json!({"rate": 10_000})),
+        toxic("t", "slicer", "downstream", json!({"average_size": 100, "size_variation": 50, "delay": 0})),
+        toxic("t", "noop", "downstream", json!({})),
+    ];
+    let (_h, proxies) = runtime.block_on(async {
+        let h = Harness::start().await;
+        let mut proxies = Vec::new();
+        for (i, t) in toxics.iter().enumerate() {
+            proxies.push(echo_proxy(&h, &format!("p{i}"), std::slice::from_ref(t)).await);
+        }
+        (h, proxies)
+    });
+
+    let mut runner = TestRunner::new(Config { cases: 32, ..Config::default() });
+    let strategy = (proptest::collection::vec(any::<u8>(), 0..64 * 1024), 0..toxics.len());
+    runner
+        .run(&strategy, |(data, which)| {
+            let echoed = runtime.block_on(echo_through(proxies[which], data.clone()));
+            prop_assert!(echoed == data, "{} bytes sent, {} differ through {}", data.len(),
+                echoed.len(), toxics[which]["type"]);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn zz_probe_disable_race() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "down", &[]).await;
+    let mut accepted = 0;
+    let mut outcomes = Vec::new();
+    for _ in 0..200 {
+        let (status, _) = h.call("PATCH", "/proxies/down", Some(json!({"enabled": false}))).await;
+        assert_eq!(status, 200);
+        if let Ok(mut c) = TcpStream::connect(addr).await { accepted += 1; outcomes.push(format!("{:?}", read_once(&mut c).await.map_err(|e| e.kind()))); }
+        let (status, body) = h.call("PATCH", "/proxies/down", Some(json!({"enabled": true}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    panic!("accepted after disable: {accepted}/200 {outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_probe_disable_race_mt() {
+    let h = Harness::start().await;
+    let addr = echo_proxy(&h, "down", &[]).await;
+    let mut accepted = 0;
+    let mut outcomes = Vec::new();
+    for _ in 0..200 {
+        let (status, _) = h.call("PATCH", "/proxies/down", Some(json!({"enabled": false}))).await;
+        assert_eq!(status, 200);
+        if let Ok(mut c) = TcpStream::connect(addr).await { accepted += 1; outcomes.push(format!("{:?}", read_once(&mut c).await.map_err(|e| e.kind()))); }
+        let (status, body) = h.call("PATCH", "/proxies/down", Some(json!({"enabled": true}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    panic!("accepted after disable: {accepted}/200 {outcomes:?}");
+}
