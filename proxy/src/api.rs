@@ -185,7 +185,7 @@ async fn proxy_index(State(s): State<ApiState>) -> ApiResult {
 
 async fn proxy_create(State(s): State<ApiState>, body: Bytes) -> ApiResult {
     let spec = parse::<ProxyInput>(&body)?.into_spec(None)?;
-    let proxy = s.registry.create(spec)?;
+    let proxy = s.registry.create(spec).await?;
     Ok(json_response(StatusCode::CREATED, proxy.to_json()))
 }
 
@@ -196,7 +196,7 @@ async fn populate(State(s): State<ApiState>, body: Bytes) -> ApiResult {
         .enumerate()
         .map(|(i, input)| input.into_spec(Some(i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
-    let proxies = s.registry.populate(specs)?;
+    let proxies = s.registry.populate(specs).await?;
     let list: Vec<Value> = proxies.iter().map(|p| p.to_json()).collect();
     Ok(json_response(
         StatusCode::CREATED,
@@ -216,16 +216,18 @@ async fn proxy_update(
     let proxy = s.registry.get(&name)?;
     let input: ProxyInput = parse(&body)?;
     let (listen, upstream, enabled) = proxy.settings();
-    proxy.apply(
-        input.listen.as_deref().unwrap_or(&listen),
-        input.upstream.as_deref().unwrap_or(&upstream),
-        input.enabled.unwrap_or(enabled),
-    )?;
+    proxy
+        .apply(
+            input.listen.as_deref().unwrap_or(&listen),
+            input.upstream.as_deref().unwrap_or(&upstream),
+            input.enabled.unwrap_or(enabled),
+        )
+        .await?;
     ok(proxy.to_json())
 }
 
 async fn proxy_delete(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult {
-    s.registry.delete(&name)?;
+    s.registry.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -268,7 +270,7 @@ async fn toxic_delete(
 }
 
 async fn reset(State(s): State<ApiState>) -> ApiResult {
-    s.registry.reset()?;
+    s.registry.reset().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -98,9 +98,10 @@ pub async fn serve(
     });
 
     let run = |direction, from, to| {
-        let link = Link::new(&conn, direction, from, to, conn.proxy.subscribe(direction));
+        let link = Link::new(&conn, direction, from, to);
+        let chain = conn.proxy.subscribe(direction);
         async {
-            let end = link.run().await;
+            let end = link.run(chain).await;
             if end != LinkEnd::Finished {
                 conn.cut.cancel();
             }

@@ -31,6 +31,8 @@ use rand::RngExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
 
 use crate::connection::Connection;
 use crate::events::{CloseReason, EventKind};
@@ -105,7 +107,6 @@ pub struct Link<'a> {
     direction: Direction,
     from: &'a TcpStream,
     to: &'a TcpStream,
-    chain: watch::Receiver<Chain>,
     stages: Vec<Stage>,
     queue: VecDeque<Pending>,
     queued_bytes: usize,
@@ -127,20 +128,18 @@ async fn wait_until(timer: Option<&PreciseTimer>, due: Option<Instant>) {
 }
 
 impl<'a> Link<'a> {
-    /// A link reading `from` and writing `to`, with the proxy's chain for `direction`.
+    /// A link reading `from` and writing `to` in `direction`; [`Link::run`] gets the chain.
     pub fn new(
         conn: &'a Connection,
         direction: Direction,
         from: &'a TcpStream,
         to: &'a TcpStream,
-        chain: watch::Receiver<Chain>,
     ) -> Link<'a> {
         Link {
             conn,
             direction,
             from,
             to,
-            chain,
             stages: Vec::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -166,10 +165,13 @@ impl<'a> Link<'a> {
     }
 
     /// Runs the link until its input ends and everything is written, or the connection ends.
-    pub async fn run(mut self) -> LinkEnd {
-        if let Some(end) = self.sync_chain() {
-            return end;
-        }
+    pub async fn run(mut self, chain: watch::Receiver<Chain>) -> LinkEnd {
+        // Both futures live across iterations: each registers its waker once, not per chunk
+        // (the chain's notifier is shared by every link of the proxy).
+        let conn = self.conn;
+        let cut = conn.cut.cancelled();
+        tokio::pin!(cut);
+        let mut changes = WatchStream::new(chain);
         loop {
             if let Some(end) = self.flush().await {
                 return end;
@@ -186,14 +188,12 @@ impl<'a> Link<'a> {
             let can_read = !self.input_closed && self.queued_bytes < MAX_QUEUED_BYTES;
             tokio::select! {
                 biased;
-                _ = self.conn.cut.cancelled() => return LinkEnd::Ends(CloseReason::Proxy),
-                changed = self.chain.changed() => {
-                    if changed.is_err() {
+                _ = &mut cut => return LinkEnd::Ends(CloseReason::Proxy),
+                chain = changes.next() => {
+                    let Some(chain) = chain else {
                         return LinkEnd::Ends(CloseReason::Proxy);
-                    }
-                    if let Some(end) = self.sync_chain() {
-                        return end;
-                    }
+                    };
+                    self.sync_chain(chain);
                 }
                 _ = wait_until(self.timer.as_ref(), next_due), if next_due.is_some() => {}
                 _ = wait_until(None, deadline), if deadline.is_some() => {
@@ -344,8 +344,7 @@ impl<'a> Link<'a> {
 
     /// Takes the proxy's current chain: keeps the state of toxics that stayed, builds new ones,
     /// and lets removed ones hand back what they held.
-    fn sync_chain(&mut self) -> Option<LinkEnd> {
-        let chain = self.chain.borrow_and_update().clone();
+    fn sync_chain(&mut self, chain: Chain) {
         let mut old = std::mem::take(&mut self.stages);
         for toxic in chain.iter() {
             let kept = old.iter().position(|s| Arc::ptr_eq(&s.toxic, toxic));
@@ -356,7 +355,7 @@ impl<'a> Link<'a> {
             self.stages.push(stage);
         }
         if old.is_empty() {
-            return None;
+            return;
         }
         // Bytes in flight are forwarded, not dropped, when a toxic goes.
         let now = Instant::now();
@@ -377,7 +376,6 @@ impl<'a> Link<'a> {
         if let Some(toxic) = close_by {
             self.queue_close(toxic);
         }
-        None
     }
 
     fn new_stage(&self, toxic: &Arc<Toxic>) -> Stage {

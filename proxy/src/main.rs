@@ -103,6 +103,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let registry = Arc::new(Registry::new());
         registry
             .populate(specs)
+            .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))
             .context("cannot create the configured proxies")?;
         if !args.host.is_loopback() && args.api_token.is_none() {

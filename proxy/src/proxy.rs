@@ -1,9 +1,12 @@
 //! A proxy: one listener, one upstream, two toxic chains, and the connections between.
 //!
-//! State changes (enable, disable, new listen or upstream, toxics) happen under one short
-//! `std::sync::Mutex` and never wait on traffic: toxics are published to open links through a
-//! `watch` channel per direction, and disabling cancels a token that the accept loop and every
-//! connection select on. So the API never hangs behind a busy connection.
+//! Toxic changes happen under one short `std::sync::Mutex` and never wait on traffic: they are
+//! published to open links through a `watch` channel per direction, so the API never hangs
+//! behind a busy connection. Starting and stopping are serialized by an async lock: each run of
+//! the listener has its own token and task tracker, and stopping cancels the token and awaits
+//! the accept loop and every connection, so when `enabled: false` or `DELETE` returns, the port
+//! refuses connections and every connection is closed (as in Toxiproxy), and a restart on the
+//! same address can bind it again.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,12 +66,27 @@ impl ProxyShared {
     }
 }
 
+/// One run of the listener: cancelled to stop accepting and cut every connection; the tracker
+/// holds the accept loop and the connections.
+struct Run {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Run {
+    /// Stops the run and waits until the listener is closed and every connection has ended.
+    async fn end(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
 struct ProxyState {
     listen: String,
     upstream: String,
     enabled: bool,
-    /// Cancelled to stop listening and cut every connection.
-    running: Option<CancellationToken>,
+    running: Option<Run>,
     /// In insertion order; names unique across both directions.
     toxics: Vec<Arc<Toxic>>,
 }
@@ -77,18 +95,14 @@ struct ProxyState {
 pub struct Proxy {
     shared: Arc<ProxyShared>,
     state: Mutex<ProxyState>,
-    tracker: TaskTracker,
+    /// Serializes start and stop, which wait for tasks to end.
+    lifecycle: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
 }
 
 impl Proxy {
     /// A stopped proxy; [`Proxy::apply`] starts it.
-    pub(crate) fn new(
-        spec: &ProxySpec,
-        events: Arc<EventBus>,
-        tracker: TaskTracker,
-        shutdown: CancellationToken,
-    ) -> Proxy {
+    pub(crate) fn new(spec: &ProxySpec, events: Arc<EventBus>, shutdown: CancellationToken) -> Proxy {
         Proxy {
             shared: Arc::new(ProxyShared {
                 name: spec.name.clone(),
@@ -103,7 +117,7 @@ impl Proxy {
                 running: None,
                 toxics: Vec::new(),
             }),
-            tracker,
+            lifecycle: tokio::sync::Mutex::new(()),
             shutdown,
         }
     }
@@ -176,21 +190,29 @@ impl Proxy {
 
     /// Changes listen, upstream and enabled as Toxiproxy does: a new address restarts the
     /// listener (cutting its connections); `enabled: false` closes it and cuts every connection.
-    pub fn apply(&self, listen: &str, upstream: &str, enabled: bool) -> Result<(), ApiError> {
-        let mut state = self.lock();
-        let moved = state.listen != listen || state.upstream != upstream;
-        if moved {
-            Self::stop(&mut state);
-            state.listen = listen.to_owned();
-            state.upstream = upstream.to_owned();
-        }
-        let result = match (enabled, state.running.is_some()) {
-            (true, false) => self.start(&mut state),
-            (false, true) => {
-                Self::stop(&mut state);
-                Ok(())
+    /// Returns once the change is in effect.
+    pub async fn apply(&self, listen: &str, upstream: &str, enabled: bool) -> Result<(), ApiError> {
+        let _serial = self.lifecycle.lock().await;
+        let stopping = {
+            let mut state = self.lock();
+            let moved = state.listen != listen || state.upstream != upstream;
+            if moved || !enabled {
+                state.enabled = false;
+                state.running.take()
+            } else {
+                None
             }
-            _ => Ok(()),
+        };
+        if let Some(run) = stopping {
+            run.end().await;
+        }
+        let mut state = self.lock();
+        state.listen = listen.to_owned();
+        state.upstream = upstream.to_owned();
+        let result = if enabled && state.running.is_none() {
+            self.start(&mut state)
+        } else {
+            Ok(())
         };
         state.enabled = state.running.is_some();
         let event = EventKind::ProxyUpdated {
@@ -204,37 +226,40 @@ impl Proxy {
     }
 
     fn start(&self, state: &mut ProxyState) -> Result<(), ApiError> {
-        let listener =
-            bind(&state.listen).map_err(|e| ApiError::listen_failed(&state.listen, e))?;
+        let listener = bind(&state.listen).map_err(|e| ApiError::listen_failed(&state.listen, e))?;
         if let Ok(addr) = listener.local_addr() {
             state.listen = addr.to_string();
         }
-        let stop = self.shutdown.child_token();
-        state.running = Some(stop.clone());
+        let run = Run {
+            stop: self.shutdown.child_token(),
+            tasks: TaskTracker::new(),
+        };
         let upstream: Arc<str> = state.upstream.as_str().into();
-        self.tracker.spawn(accept_loop(
+        run.tasks.spawn(accept_loop(
             listener,
             Arc::clone(&self.shared),
             upstream,
-            stop,
-            self.tracker.clone(),
+            run.stop.clone(),
+            run.tasks.clone(),
         ));
+        state.running = Some(run);
         Ok(())
     }
 
-    fn stop(state: &mut ProxyState) {
-        if let Some(stop) = state.running.take() {
-            stop.cancel();
+    /// Stops listening, removes every toxic, and waits until every connection has ended (used
+    /// when the proxy is deleted and on shutdown).
+    pub(crate) async fn close(&self) {
+        let _serial = self.lifecycle.lock().await;
+        let run = {
+            let mut state = self.lock();
+            state.enabled = false;
+            state.toxics.clear();
+            self.publish(&state);
+            state.running.take()
+        };
+        if let Some(run) = run {
+            run.end().await;
         }
-        state.enabled = false;
-    }
-
-    /// Stops listening and cuts every connection (used when the proxy is deleted).
-    pub(crate) fn close(&self) {
-        let mut state = self.lock();
-        Self::stop(&mut state);
-        state.toxics.clear();
-        self.publish(&state);
     }
 
     fn publish(&self, state: &ProxyState) {
@@ -333,9 +358,9 @@ impl Proxy {
     }
 
     /// Starts the proxy if it is disabled; keeps it as it is otherwise.
-    pub(crate) fn enable(&self) -> Result<(), ApiError> {
+    pub(crate) async fn enable(&self) -> Result<(), ApiError> {
         let (listen, upstream, _) = self.settings();
-        self.apply(&listen, &upstream, true)
+        self.apply(&listen, &upstream, true).await
     }
 }
 

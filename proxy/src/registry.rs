@@ -1,15 +1,14 @@
 //! The registry: every proxy by name, and the operations of the control API on them.
 //!
-//! It owns the event bus, the task tracker every listener and connection runs under, and the
-//! shutdown token they all descend from, so [`Registry::shutdown`] can stop accepting, remove
-//! every toxic, cut every connection and wait for them to close.
+//! It owns the event bus and the shutdown token every listener and connection descends from.
+//! Changes to the set of proxies are serialized by an async lock (they wait for listeners and
+//! connections to end); lookups take a short std lock and never wait.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 use crate::events::{EventBus, EventKind};
@@ -20,8 +19,9 @@ use crate::proxy::{Proxy, ProxySpec};
 #[derive(Default)]
 pub struct Registry {
     proxies: Mutex<BTreeMap<String, Arc<Proxy>>>,
+    /// Serializes create, delete, populate and reset.
+    changes: tokio::sync::Mutex<()>,
     events: Arc<EventBus>,
-    tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
@@ -60,49 +60,45 @@ impl Registry {
 
     /// Creates a proxy with its toxics and starts it if enabled (409 if the name is taken,
     /// 500 if its address cannot be bound).
-    pub fn create(&self, spec: ProxySpec) -> Result<Arc<Proxy>, ApiError> {
-        let mut proxies = self.lock();
-        if proxies.contains_key(&spec.name) {
+    pub async fn create(&self, spec: ProxySpec) -> Result<Arc<Proxy>, ApiError> {
+        let _serial = self.changes.lock().await;
+        if self.lock().contains_key(&spec.name) {
             return Err(ApiError::proxy_exists());
         }
-        let proxy = self.build(&spec)?;
-        proxies.insert(spec.name, Arc::clone(&proxy));
+        let proxy = self.build(&spec).await?;
+        self.lock().insert(spec.name, Arc::clone(&proxy));
         Ok(proxy)
     }
 
-    fn build(&self, spec: &ProxySpec) -> Result<Arc<Proxy>, ApiError> {
+    async fn build(&self, spec: &ProxySpec) -> Result<Arc<Proxy>, ApiError> {
         let proxy = Arc::new(Proxy::new(
             spec,
             Arc::clone(&self.events),
-            self.tracker.clone(),
             self.shutdown.clone(),
         ));
         if let Some(toxics) = &spec.toxics {
             proxy.set_toxics(toxics.clone())?;
         }
-        if let Err(e) = proxy.apply(&spec.listen, &spec.upstream, spec.enabled) {
-            proxy.close();
+        if let Err(e) = proxy.apply(&spec.listen, &spec.upstream, spec.enabled).await {
+            proxy.close().await;
             return Err(e);
         }
         Ok(proxy)
     }
 
-    /// Deletes a proxy: its listener closes and its connections are cut.
-    pub fn delete(&self, name: &str) -> Result<(), ApiError> {
-        let proxy = self
-            .lock()
-            .remove(name)
-            .ok_or_else(ApiError::proxy_not_found)?;
-        proxy.close();
-        self.events
-            .emit(name, proxy.stats(), EventKind::ProxyDeleted);
+    /// Deletes a proxy; returns once its listener is closed and its connections have ended.
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let _serial = self.changes.lock().await;
+        let proxy = self.lock().remove(name).ok_or_else(ApiError::proxy_not_found)?;
+        proxy.close().await;
+        self.events.emit(name, proxy.stats(), EventKind::ProxyDeleted);
         Ok(())
     }
 
     /// Creates or replaces proxies as Toxiproxy's `/populate` does: the whole list is checked
     /// first; a proxy whose listen and upstream are unchanged is kept (with its connections),
     /// a changed one is replaced. Toxics given in a spec replace that proxy's toxics.
-    pub fn populate(&self, specs: Vec<ProxySpec>) -> Result<Vec<Arc<Proxy>>, ApiError> {
+    pub async fn populate(&self, specs: Vec<ProxySpec>) -> Result<Vec<Arc<Proxy>>, ApiError> {
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].iter().any(|s| s.name == spec.name) {
                 return Err(ApiError::bad_body(format!(
@@ -112,31 +108,34 @@ impl Registry {
                 )));
             }
         }
-        let mut proxies = self.lock();
+        let _serial = self.changes.lock().await;
         let mut result = Vec::with_capacity(specs.len());
         for spec in specs {
-            if let Some(existing) = proxies.get(&spec.name) {
+            let existing = self.lock().get(&spec.name).cloned();
+            if let Some(existing) = existing {
                 if existing.same_addresses(&spec) {
                     if let Some(toxics) = spec.toxics {
                         existing.set_toxics(toxics)?;
                     }
-                    result.push(Arc::clone(existing));
+                    result.push(existing);
                     continue;
                 }
-                existing.close();
+                existing.close().await;
+                self.lock().remove(&spec.name);
             }
-            let proxy = self.build(&spec)?;
-            proxies.insert(spec.name, Arc::clone(&proxy));
+            let proxy = self.build(&spec).await?;
+            self.lock().insert(spec.name, Arc::clone(&proxy));
             result.push(proxy);
         }
         Ok(result)
     }
 
     /// Toxiproxy's `/reset`: enables every proxy and removes every toxic.
-    pub fn reset(&self) -> Result<(), ApiError> {
+    pub async fn reset(&self) -> Result<(), ApiError> {
+        let _serial = self.changes.lock().await;
         for proxy in self.proxies() {
             proxy.set_toxics(Vec::new())?;
-            proxy.enable()?;
+            proxy.enable().await?;
         }
         Ok(())
     }
@@ -150,15 +149,11 @@ impl Registry {
     /// Stops accepting, removes every toxic, cuts every connection, and waits up to `grace`
     /// for the connections to close.
     pub async fn shutdown(&self, grace: Duration) {
-        for proxy in self.proxies() {
-            proxy.close();
-        }
         self.shutdown.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        let _serial = self.changes.lock().await;
+        let proxies = self.proxies();
+        let closing = futures_util::future::join_all(proxies.iter().map(|p| p.close()));
+        if tokio::time::timeout(grace, closing).await.is_err() {
             tracing::warn!("connections still open after {grace:?}; exiting anyway");
         }
     }
