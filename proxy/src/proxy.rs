@@ -102,7 +102,11 @@ pub struct Proxy {
 
 impl Proxy {
     /// A stopped proxy; [`Proxy::apply`] starts it.
-    pub(crate) fn new(spec: &ProxySpec, events: Arc<EventBus>, shutdown: CancellationToken) -> Proxy {
+    pub(crate) fn new(
+        spec: &ProxySpec,
+        events: Arc<EventBus>,
+        shutdown: CancellationToken,
+    ) -> Proxy {
         Proxy {
             shared: Arc::new(ProxyShared {
                 name: spec.name.clone(),
@@ -226,7 +230,8 @@ impl Proxy {
     }
 
     fn start(&self, state: &mut ProxyState) -> Result<(), ApiError> {
-        let listener = bind(&state.listen).map_err(|e| ApiError::listen_failed(&state.listen, e))?;
+        let listener =
+            bind(&state.listen).map_err(|e| ApiError::listen_failed(&state.listen, e))?;
         if let Ok(addr) = listener.local_addr() {
             state.listen = addr.to_string();
         }

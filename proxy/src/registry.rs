@@ -79,7 +79,10 @@ impl Registry {
         if let Some(toxics) = &spec.toxics {
             proxy.set_toxics(toxics.clone())?;
         }
-        if let Err(e) = proxy.apply(&spec.listen, &spec.upstream, spec.enabled).await {
+        if let Err(e) = proxy
+            .apply(&spec.listen, &spec.upstream, spec.enabled)
+            .await
+        {
             proxy.close().await;
             return Err(e);
         }
@@ -89,9 +92,13 @@ impl Registry {
     /// Deletes a proxy; returns once its listener is closed and its connections have ended.
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let _serial = self.changes.lock().await;
-        let proxy = self.lock().remove(name).ok_or_else(ApiError::proxy_not_found)?;
+        let proxy = self
+            .lock()
+            .remove(name)
+            .ok_or_else(ApiError::proxy_not_found)?;
         proxy.close().await;
-        self.events.emit(name, proxy.stats(), EventKind::ProxyDeleted);
+        self.events
+            .emit(name, proxy.stats(), EventKind::ProxyDeleted);
         Ok(())
     }
 

@@ -21,6 +21,8 @@ pub struct BandwidthConfig {
 }
 
 impl ToxicAttributes for BandwidthConfig {
+    const NAME: &'static str = "bandwidth";
+
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(Bandwidth {
             rate: self.rate,

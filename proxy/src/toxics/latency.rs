@@ -25,6 +25,8 @@ pub struct LatencyConfig {
 }
 
 impl ToxicAttributes for LatencyConfig {
+    const NAME: &'static str = "latency";
+
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(Latency {
             config: self.clone(),

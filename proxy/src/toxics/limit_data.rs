@@ -18,6 +18,8 @@ pub struct LimitDataConfig {
 }
 
 impl ToxicAttributes for LimitDataConfig {
+    const NAME: &'static str = "limit_data";
+
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(LimitData {
             remaining: self.bytes,

@@ -175,6 +175,9 @@ pub enum ToxicConfig {
 
 /// Behaviour shared by every toxic type's config: parse, validate, echo, build.
 pub trait ToxicAttributes: Serialize + DeserializeOwned + Default + Clone {
+    /// The `type` string in the API.
+    const NAME: &'static str;
+
     /// Rejects attribute values that parse but make no sense (checked once, at the API).
     fn validate(&self) -> Result<(), String> {
         Ok(())
@@ -213,49 +216,49 @@ fn parse_as<A: ToxicAttributes>(
 /// [`ToxicConfig`] and one row here.
 pub static TOXIC_TYPES: &[ToxicType] = &[
     ToxicType {
-        name: "latency",
+        name: LatencyConfig::NAME,
         summary: "delay each chunk by `latency` ms +/- uniform `jitter` ms",
         example: r#"{"latency": 100, "jitter": 10}"#,
         parse: |v| parse_as(v, ToxicConfig::Latency),
     },
     ToxicType {
-        name: "bandwidth",
+        name: BandwidthConfig::NAME,
         summary: "limit throughput to `rate` KB/s (1 KB = 1000 bytes)",
         example: r#"{"rate": 100}"#,
         parse: |v| parse_as(v, ToxicConfig::Bandwidth),
     },
     ToxicType {
-        name: "slow_close",
+        name: SlowCloseConfig::NAME,
         summary: "hold the close for `delay` ms after the input ends",
         example: r#"{"delay": 1000}"#,
         parse: |v| parse_as(v, ToxicConfig::SlowClose),
     },
     ToxicType {
-        name: "timeout",
+        name: TimeoutConfig::NAME,
         summary: "stop all data; close after `timeout` ms (0 = never close)",
         example: r#"{"timeout": 5000}"#,
         parse: |v| parse_as(v, ToxicConfig::Timeout),
     },
     ToxicType {
-        name: "reset_peer",
+        name: ResetPeerConfig::NAME,
         summary: "reset the connection (TCP RST) `timeout` ms after the first data",
         example: r#"{"timeout": 0}"#,
         parse: |v| parse_as(v, ToxicConfig::ResetPeer),
     },
     ToxicType {
-        name: "slicer",
+        name: SlicerConfig::NAME,
         summary: "split data into pieces of `average_size` +/- `size_variation` bytes, `delay` us apart",
         example: r#"{"average_size": 64, "size_variation": 32, "delay": 10}"#,
         parse: |v| parse_as(v, ToxicConfig::Slicer),
     },
     ToxicType {
-        name: "limit_data",
+        name: LimitDataConfig::NAME,
         summary: "close the connection after `bytes` bytes",
         example: r#"{"bytes": 1024}"#,
         parse: |v| parse_as(v, ToxicConfig::LimitData),
     },
     ToxicType {
-        name: "noop",
+        name: NoopConfig::NAME,
         summary: "pass everything through unchanged",
         example: "{}",
         parse: |v| parse_as(v, ToxicConfig::Noop),
@@ -277,48 +280,41 @@ pub fn suggest_type(name: &str) -> Option<&'static str> {
         .map(|(_, name)| name)
 }
 
+/// Runs `$body` with `$attrs` bound to the attributes of whichever variant `$config` is.
+macro_rules! with_attributes {
+    ($config:expr, $attrs:ident => $body:expr) => {
+        match $config {
+            ToxicConfig::Latency($attrs) => $body,
+            ToxicConfig::Bandwidth($attrs) => $body,
+            ToxicConfig::SlowClose($attrs) => $body,
+            ToxicConfig::Timeout($attrs) => $body,
+            ToxicConfig::ResetPeer($attrs) => $body,
+            ToxicConfig::Slicer($attrs) => $body,
+            ToxicConfig::LimitData($attrs) => $body,
+            ToxicConfig::Noop($attrs) => $body,
+        }
+    };
+}
+
+/// The `NAME` of a config's type, reached through a value.
+fn name_of<A: ToxicAttributes>(_: &A) -> &'static str {
+    A::NAME
+}
+
 impl ToxicConfig {
     /// The API `type` of this config.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            ToxicConfig::Latency(_) => "latency",
-            ToxicConfig::Bandwidth(_) => "bandwidth",
-            ToxicConfig::SlowClose(_) => "slow_close",
-            ToxicConfig::Timeout(_) => "timeout",
-            ToxicConfig::ResetPeer(_) => "reset_peer",
-            ToxicConfig::Slicer(_) => "slicer",
-            ToxicConfig::LimitData(_) => "limit_data",
-            ToxicConfig::Noop(_) => "noop",
-        }
+        with_attributes!(self, a => name_of(a))
     }
 
     /// The attributes as the API echoes them (every attribute, defaults included).
     pub fn attributes(&self) -> serde_json::Value {
-        let value = match self {
-            ToxicConfig::Latency(a) => serde_json::to_value(a),
-            ToxicConfig::Bandwidth(a) => serde_json::to_value(a),
-            ToxicConfig::SlowClose(a) => serde_json::to_value(a),
-            ToxicConfig::Timeout(a) => serde_json::to_value(a),
-            ToxicConfig::ResetPeer(a) => serde_json::to_value(a),
-            ToxicConfig::Slicer(a) => serde_json::to_value(a),
-            ToxicConfig::LimitData(a) => serde_json::to_value(a),
-            ToxicConfig::Noop(a) => serde_json::to_value(a),
-        };
-        value.unwrap_or_default()
+        with_attributes!(self, a => serde_json::to_value(a)).unwrap_or_default()
     }
 
     /// The runtime part for one link.
     pub fn build(&self) -> Box<dyn ToxicState> {
-        match self {
-            ToxicConfig::Latency(a) => a.build(),
-            ToxicConfig::Bandwidth(a) => a.build(),
-            ToxicConfig::SlowClose(a) => a.build(),
-            ToxicConfig::Timeout(a) => a.build(),
-            ToxicConfig::ResetPeer(a) => a.build(),
-            ToxicConfig::Slicer(a) => a.build(),
-            ToxicConfig::LimitData(a) => a.build(),
-            ToxicConfig::Noop(a) => a.build(),
-        }
+        with_attributes!(self, a => a.build())
     }
 }
 

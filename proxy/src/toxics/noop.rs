@@ -12,6 +12,8 @@ use super::{Chunk, ToxicAttributes, ToxicState, Verdict};
 pub struct NoopConfig {}
 
 impl ToxicAttributes for NoopConfig {
+    const NAME: &'static str = "noop";
+
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(Noop)
     }

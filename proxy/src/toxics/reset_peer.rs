@@ -21,6 +21,8 @@ pub struct ResetPeerConfig {
 }
 
 impl ToxicAttributes for ResetPeerConfig {
+    const NAME: &'static str = "reset_peer";
+
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(ResetPeer {
             timeout: Duration::from_millis(self.timeout),

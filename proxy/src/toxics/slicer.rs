@@ -27,6 +27,8 @@ pub struct SlicerConfig {
 }
 
 impl ToxicAttributes for SlicerConfig {
+    const NAME: &'static str = "slicer";
+
     fn validate(&self) -> Result<(), String> {
         if self.average_size == 0 {
             return Err("slicer average_size must be greater than 0".into());

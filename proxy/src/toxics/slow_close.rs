@@ -20,6 +20,8 @@ pub struct SlowCloseConfig {
 }
 
 impl ToxicAttributes for SlowCloseConfig {
+    const NAME: &'static str = "slow_close";
+
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(SlowClose {
             delay: Duration::from_millis(self.delay),

@@ -23,6 +23,8 @@ pub struct TimeoutConfig {
 }
 
 impl ToxicAttributes for TimeoutConfig {
+    const NAME: &'static str = "timeout";
+
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(Timeout {
             close_at: (self.timeout > 0)
