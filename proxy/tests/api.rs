@@ -403,23 +403,45 @@ async fn changes_take_effect_before_the_reply() {
     let h = Harness::start().await;
     let addr = h.proxy("p", echo_server().await).await;
     for _ in 0..30 {
-        let (status, _) = h.call("PATCH", "/proxies/p", Some(json!({"enabled": false}))).await;
+        let (status, _) = h
+            .call("PATCH", "/proxies/p", Some(json!({"enabled": false})))
+            .await;
         assert_eq!(status, 200);
         let refused = tokio::net::TcpStream::connect(addr).await;
         assert!(refused.is_err(), "connect accepted on a disabled proxy");
-        let (status, _) = h.call("PATCH", "/proxies/p", Some(json!({"enabled": true}))).await;
+        let (status, _) = h
+            .call("PATCH", "/proxies/p", Some(json!({"enabled": true})))
+            .await;
         assert_eq!(status, 200);
     }
 
     let other = send_and_close_server(b"other".to_vec()).await;
     let (status, body) = h
-        .call("PATCH", "/proxies/p", Some(json!({"upstream": other.to_string()})))
+        .call(
+            "PATCH",
+            "/proxies/p",
+            Some(json!({"upstream": other.to_string()})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["enabled"].clone(), body["listen"].clone()), (json!(true), json!(addr.to_string())));
+    assert_eq!(
+        (body["enabled"].clone(), body["listen"].clone()),
+        (json!(true), json!(addr.to_string()))
+    );
     let mut client = connect(addr).await;
-    assert_eq!(within(Duration::from_secs(5), "new upstream", read_n(&mut client, 5)).await, b"other");
+    assert_eq!(
+        within(
+            Duration::from_secs(5),
+            "new upstream",
+            read_n(&mut client, 5)
+        )
+        .await,
+        b"other"
+    );
 
     assert_eq!(h.call("DELETE", "/proxies/p", None).await.0, 204);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "connect accepted after delete");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "connect accepted after delete"
+    );
 }
