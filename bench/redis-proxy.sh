@@ -130,6 +130,19 @@ if ((IDLE_EFF > IDLE_CAP)); then
   IDLE_EFF=$IDLE_CAP
 fi
 CLK_TCK=$(getconf CLK_TCK)
+# Share of all CPUs busy over one second (from /proc/stat): other work skews every number here.
+cpu_busy_pct() {
+  local a b
+  a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0
+    for (i = 2; i <= 9; i++) t += y[i] - x[i]
+    idle = (y[5] - x[5]) + (y[6] - x[6])
+    printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+BUSY_START=$(cpu_busy_pct)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+((BUSY_START <= 25)) || log "WARNING: the CPUs are already ${BUSY_START}% busy before starting;" \
+  "other work on this machine will skew the numbers (the report records this)"
 export RUST_LOG=${RUST_LOG:-warn}
 
 N_C1=$REQUESTS
@@ -190,7 +203,7 @@ start_bg() {
   PIDS+=("$LAST_PID")
 }
 
-alive_or_die() { kill -0 "$1" 2>/dev/null || die "$2 exited early, see its log above"; }
+alive_or_die() { kill -0 "$1" 2>/dev/null || die "$2 exited early (its log is printed below)"; }
 
 # Free loopback ports, chosen below the ephemeral range so that the ~20k outgoing connections of
 # the idle test can never take one of them between our check and the service binding it.
@@ -316,15 +329,23 @@ bench() {
   local target=$1 scen=$2 round=$3 c=$4 n=$5 p=$6 tests=$7
   local out="$TMP/rb.csv" pid=${PROC[$target]:-} t0=0 t1=0 ntests
   [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
-  if ! timeout -k 5 "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
-      -c "$c" -n "$n" -P "$p" -t "$tests" --csv >"$out" 2>"$TMP/rb.err"; then
+  # In the background + wait, so that INT/TERM reach our trap at once instead of after the run.
+  timeout -k 5 "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
+    -c "$c" -n "$n" -P "$p" -t "$tests" --csv >"$out" 2>"$TMP/rb.err" </dev/null &
+  local bpid=$!
+  PIDS+=("$bpid")
+  if ! wait "$bpid"; then
     cat "$TMP/rb.err" >&2
     die "redis-benchmark against $target ($scen) failed or exceeded ${BENCH_TIMEOUT}s" \
         "(it hangs instead of exiting when it cannot connect)"
   fi
-  [[ -n $pid ]] && t1=$(cpu_ticks "$pid")
+  if [[ -n $pid ]]; then
+    alive_or_die "$pid" "$target"
+    t1=$(cpu_ticks "$pid")
+  fi
   [[ $round == warmup ]] && return 0
   ntests=$(awk -F, 'NR > 1 && NF > 1' "$out" | wc -l)
+  ((ntests > 0)) || die "redis-benchmark against $target ($scen) printed no results: $(head -c 300 "$out")"
   python3 - "$out" "$target" "$scen" "$round" >>"$RESULTS" <<'EOF' || die "cannot parse redis-benchmark output"
 import csv, sys
 path, target, scen, rnd = sys.argv[1:5]
@@ -449,7 +470,7 @@ fi
 mkdir -p "$ROOT/bench/results"
 [[ -n $OUT ]] || OUT="$ROOT/bench/results/redis-proxy-$(date +%Y%m%d-%H%M%S).md"
 
-export B_DATE B_HOST B_NPROC B_CPU B_KERNEL B_REDIS B_BENCH B_HAPROXY B_CHAOS B_PARAMS B_TARGETS
+export B_LOAD B_DATE B_NPROC B_CPU B_KERNEL B_REDIS B_BENCH B_HAPROXY B_CHAOS B_PARAMS B_TARGETS
 B_DATE=$(date '+%F %T %z')
 B_NPROC=$(nproc)
 B_CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -459,9 +480,15 @@ B_BENCH=$(ver redis-benchmark --version)
 B_HAPROXY=$(has haproxy && ver haproxy -v || echo "not run")
 B_CHAOS=$CHAOS_INFO
 B_TARGETS="${T[*]}"
+BUSY_END=$(cpu_busy_pct)   # our services are idle by now
+B_LOAD="CPUs busy over 1 s before the run ${BUSY_START}%, after it ${BUSY_END}%;"
+B_LOAD+=" load average before $LOAD_START, after $(cut -d' ' -f1-3 /proc/loadavg)"
+((BUSY_START <= 25 && BUSY_END <= 25)) \
+  || B_LOAD+=". WARNING: other work was running on this machine; treat these numbers as suspect"
 B_PARAMS="rounds $ROUNDS; requests per test (SET and GET each): c=1 $N_C1, c=50 $N_C50, c=50 -P 16 $N_P16;"
-B_PARAMS+=" toxic GET runs: c=1 $N_TOX_C1, c=50 $N_TOX_C50; haproxy nbthread $HAP_THREADS maxconn $HAP_MAXCONN;"
-B_PARAMS+=" idle connections $IDLE_EFF (asked $IDLE); open-files limit $NOFILE; CLK_TCK $CLK_TCK; RUST_LOG=$RUST_LOG"
+has chaos && B_PARAMS+=" toxic GET runs: c=1 $N_TOX_C1, c=50 $N_TOX_C50; chaos-proxy RUST_LOG=$RUST_LOG;"
+has haproxy && B_PARAMS+=" haproxy nbthread $HAP_THREADS, maxconn $HAP_MAXCONN;"
+B_PARAMS+=" idle connections $IDLE_EFF (asked $IDLE); open-files limit $NOFILE; CLK_TCK $CLK_TCK"
 
 python3 - "$RESULTS" >"$TMP/report.md" <<'EOF'
 import os, statistics, sys
@@ -530,6 +557,7 @@ print("- redis: %s" % e["B_REDIS"])
 print("- redis-benchmark: %s" % e["B_BENCH"])
 print("- haproxy: %s" % e["B_HAPROXY"])
 print("- chaos-proxy: %s" % e["B_CHAOS"])
+print("- other load: %s" % e["B_LOAD"])
 print("- parameters: %s" % e["B_PARAMS"])
 print("\nMedians of the rounds. Ratios are column/column: for ops/s higher is better; for p50, "
       "CPU and RSS lower is better.\n")

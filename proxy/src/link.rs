@@ -19,10 +19,14 @@
 //!
 //! With an empty chain and an empty queue a chunk is written straight back out: no queue, no
 //! timer, no allocation. Reads use readiness plus `try_read`, so an idle link owns no buffer.
+//! Exactly one link reads and one link writes each socket, so the sockets' single reader and
+//! writer waker slots (`poll_read_ready`, `poll_write_ready`) are enough: no waiter lists.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::connection::Connection;
 use crate::events::{CloseReason, EventKind};
@@ -107,6 +112,9 @@ pub struct Link<'a> {
     direction: Direction,
     from: &'a TcpStream,
     to: &'a TcpStream,
+    /// The connection's cut, one future for the link's whole life: it registers its waker
+    /// once, not per chunk.
+    cut: Pin<Box<WaitForCancellationFuture<'a>>>,
     stages: Vec<Stage>,
     queue: VecDeque<Pending>,
     queued_bytes: usize,
@@ -117,13 +125,25 @@ pub struct Link<'a> {
 }
 
 /// Waits for a time, with the precise timer when there is one.
-async fn wait_until(timer: Option<&PreciseTimer>, due: Option<Instant>) {
-    let Some(due) = due else {
-        return std::future::pending().await;
-    };
+async fn wait_until(timer: Option<&PreciseTimer>, due: Instant) {
     match timer {
         Some(timer) if timer.sleep_until(due).await.is_ok() => {}
         _ => tokio::time::sleep_until(due).await,
+    }
+}
+
+/// A wait allocated only when there is something to wait for, so an idle link (most of them)
+/// carries no timer state.
+type Wait<'t> = Option<Pin<Box<dyn Future<Output = ()> + Send + 't>>>;
+
+fn wait<'t>(timer: Option<&'t PreciseTimer>, at: Option<Instant>) -> Wait<'t> {
+    at.map(|at| Box::pin(wait_until(timer, at)) as Pin<Box<dyn Future<Output = ()> + Send>>)
+}
+
+async fn waited(wait: Wait<'_>) {
+    match wait {
+        Some(wait) => wait.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -140,6 +160,7 @@ impl<'a> Link<'a> {
             direction,
             from,
             to,
+            cut: Box::pin(conn.cut.cancelled()),
             stages: Vec::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -166,11 +187,8 @@ impl<'a> Link<'a> {
 
     /// Runs the link until its input ends and everything is written, or the connection ends.
     pub async fn run(mut self, chain: watch::Receiver<Chain>) -> LinkEnd {
-        // Both futures live across iterations: each registers its waker once, not per chunk
-        // (the chain's notifier is shared by every link of the proxy).
-        let conn = self.conn;
-        let cut = conn.cut.cancelled();
-        tokio::pin!(cut);
+        // Lives across iterations, registering its waker once, not per chunk (the chain's
+        // notifier is shared by every link of the proxy).
         let mut changes = WatchStream::new(chain);
         loop {
             if let Some(end) = self.flush().await {
@@ -188,20 +206,20 @@ impl<'a> Link<'a> {
             let can_read = !self.input_closed && self.queued_bytes < MAX_QUEUED_BYTES;
             tokio::select! {
                 biased;
-                _ = &mut cut => return LinkEnd::Ends(CloseReason::Proxy),
+                _ = &mut self.cut => return LinkEnd::Ends(CloseReason::Proxy),
                 chain = changes.next() => {
                     let Some(chain) = chain else {
                         return LinkEnd::Ends(CloseReason::Proxy);
                     };
                     self.sync_chain(chain);
                 }
-                _ = wait_until(self.timer.as_ref(), next_due), if next_due.is_some() => {}
-                _ = wait_until(None, deadline), if deadline.is_some() => {
+                _ = waited(wait(self.timer.as_ref(), next_due)), if next_due.is_some() => {}
+                _ = waited(wait(None, deadline)), if deadline.is_some() => {
                     if let Some(end) = self.fire_deadlines() {
                         return end;
                     }
                 }
-                ready = self.from.readable(), if can_read => {
+                ready = std::future::poll_fn(|cx| self.from.poll_read_ready(cx)), if can_read => {
                     if let Err(e) = ready {
                         return self.failed(true, e);
                     }
@@ -424,7 +442,7 @@ impl<'a> Link<'a> {
     }
 
     /// Writes all of `data`, giving up if the connection is cut meanwhile.
-    async fn write_all(&self, mut data: &[u8]) -> Result<(), LinkEnd> {
+    async fn write_all(&mut self, mut data: &[u8]) -> Result<(), LinkEnd> {
         let total = data.len();
         while !data.is_empty() {
             match self.to.try_write(data) {
@@ -432,8 +450,10 @@ impl<'a> Link<'a> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     tokio::select! {
                         biased;
-                        _ = self.conn.cut.cancelled() => return Err(LinkEnd::Ends(CloseReason::Proxy)),
-                        ready = self.to.writable() => ready.map_err(|e| self.failed(false, e))?,
+                        _ = &mut self.cut => return Err(LinkEnd::Ends(CloseReason::Proxy)),
+                        ready = std::future::poll_fn(|cx| self.to.poll_write_ready(cx)) => {
+                            ready.map_err(|e| self.failed(false, e))?;
+                        }
                     }
                 }
                 Err(e) => return Err(self.failed(false, e)),
