@@ -264,7 +264,8 @@ declare -A PORT=([direct]=$REDIS_PORT) PROC=()
 log "temp dir $TMP; open-files limit $NOFILE; targets: ${T[*]}"
 log "starting redis-server on 127.0.0.1:$REDIS_PORT"
 start_bg redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-  --maxclients 20000 --dir "$TMP" --daemonize no --protected-mode yes --logfile ""
+  --maxclients 20000 --dir "$TMP" --daemonize no --protected-mode yes --logfile "" \
+  --enable-debug-command local
 REDIS_PID=$LAST_PID
 wait_ping "$REDIS_PORT" "$REDIS_PID" redis-server
 
@@ -327,11 +328,13 @@ RESULTS=$TMP/results.tsv   # target  scenario  metric  round  value
 # bench TARGET SCENARIO ROUND CLIENTS REQUESTS PIPELINE TESTS
 bench() {
   local target=$1 scen=$2 round=$3 c=$4 n=$5 p=$6 tests=$7
-  local out="$TMP/rb.csv" pid=${PROC[$target]:-} t0=0 t1=0 ntests
+  local out="$TMP/rb.csv" pid=${PROC[$target]:-} t0=0 t1=0 ntests sel=(-t "$tests")
+  # "cmd:ARGS" runs that raw command instead of -t tests (for the same-idleness reference).
+  [[ $tests == cmd:* ]] && read -r -a sel <<<"${tests#cmd:}"
   [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
   # In the background + wait, so that INT/TERM reach our trap at once instead of after the run.
   timeout -k 5 "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
-    -c "$c" -n "$n" -P "$p" -t "$tests" --csv >"$out" 2>"$TMP/rb.err" </dev/null &
+    -c "$c" -n "$n" -P "$p" --csv "${sel[@]}" >"$out" 2>"$TMP/rb.err" </dev/null &
   local bpid=$!
   PIDS+=("$bpid")
   if ! wait "$bpid"; then
@@ -356,8 +359,9 @@ if not rows or "rps" not in rows[0] or "p50_latency_ms" not in rows[0]:
 hdr = rows[0]
 for r in rows[1:]:
     d = dict(zip(hdr, r))
-    print("%s\t%s\t%s_rps\t%s\t%s" % (target, scen, d["test"], rnd, d["rps"]))
-    print("%s\t%s\t%s_p50\t%s\t%s" % (target, scen, d["test"], rnd, d["p50_latency_ms"]))
+    test = d["test"].split()[0].upper()  # "debug sleep 0.010" -> DEBUG
+    print("%s\t%s\t%s_rps\t%s\t%s" % (target, scen, test, rnd, d["rps"]))
+    print("%s\t%s\t%s_p50\t%s\t%s" % (target, scen, test, rnd, d["p50_latency_ms"]))
 EOF
   if [[ -n $pid ]]; then
     printf '%s\t%s\tcpu_us_op\t%s\t%s\n' "$target" "$scen" "$round" \
@@ -383,7 +387,11 @@ done
 if has chaos; then
   log "latency toxic: ${TOXIC_MS} ms downstream on chaos-proxy"
   [[ $(rcli "$REDIS_PORT" set key:__rand_int__ xxx) == OK ]] || die "cannot SET the benchmark key"
+  # Same-idleness reference: Redis itself holds each reply for the toxic's time, so the client
+  # sleeps and wakes exactly as with the toxic (waking an idle client costs ~0.3 ms here).
+  sleep_s=$(awk -v ms="$TOXIC_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
   for ((r = 1; r <= ROUNDS; r++)); do
+    bench direct ref_c1 "$r" 1 "$N_TOX_C1" 1 "cmd:debug sleep $sleep_s"
     bench chaos tox0_c1 "$r" 1 "$N_TOX_C1" 1 get
     bench chaos tox0_c50 "$r" 50 "$N_TOX_C50" 1 get
     api_expect "200 201" POST /proxies/redis/toxics \
@@ -533,6 +541,11 @@ if "chaos" in targets:
         rows.append(("%s GET p50 ms, 10 ms latency toxic" % lab, {"chaos": tox}, fmt_ms))
         rows.append(("%s GET added p50 ms (expect ~10)" % lab,
                      {"chaos": None if base is None or tox is None else tox - base}, fmt_ms))
+        if scen == "c1":
+            ref = med("direct", "ref_c1", "DEBUG_p50")
+            rows.append(("c=1 direct DEBUG SLEEP p50 ms (same idleness, no proxy)", {"direct": ref}, fmt_ms))
+            rows.append(("c=1 GET added p50 ms, idle-matched: toxic - reference + 10 (expect 10.0)",
+                         {"chaos": None if ref is None or tox is None else tox - ref + 10}, fmt_ms))
 idle_t = [t for t in targets if (t, "idle", "rss1_kib") in vals]
 if idle_t:
     n = int(med(idle_t[0], "idle", "conns"))
