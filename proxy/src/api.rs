@@ -215,12 +215,11 @@ async fn proxy_update(
 ) -> ApiResult {
     let proxy = s.registry.get(&name)?;
     let input: ProxyInput = parse(&body)?;
-    let (listen, upstream, enabled) = proxy.settings();
     proxy
         .apply(
-            input.listen.as_deref().unwrap_or(&listen),
-            input.upstream.as_deref().unwrap_or(&upstream),
-            input.enabled.unwrap_or(enabled),
+            input.listen.as_deref(),
+            input.upstream.as_deref(),
+            input.enabled,
         )
         .await?;
     ok(proxy.to_json())

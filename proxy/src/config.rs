@@ -80,9 +80,9 @@ struct ToxicEntry {
     #[serde(default)]
     stream: Option<String>,
     #[serde(default)]
-    toxicity: Option<f32>,
+    toxicity: Option<f64>,
     #[serde(default)]
-    chunk_toxicity: Option<f32>,
+    chunk_toxicity: Option<f64>,
     #[serde(default)]
     attributes: Option<serde_json::Value>,
 }

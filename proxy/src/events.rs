@@ -198,7 +198,9 @@ impl EventBus {
             kind,
         };
         match &event.kind {
-            EventKind::ConnectionOpened { .. } | EventKind::ConnectionClosed { .. } => {
+            EventKind::ConnectionOpened { .. }
+            | EventKind::ConnectionClosed { .. }
+            | EventKind::ToxicActivated { .. } => {
                 tracing::debug!(target: "chaos_proxy::events", event = %Json(&event));
             }
             EventKind::DialFailed { .. } => {

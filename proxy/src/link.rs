@@ -73,7 +73,7 @@ impl Stage {
             && self
                 .toxic
                 .chunk_toxicity
-                .is_none_or(|p| rand::rng().random::<f32>() < p)
+                .is_none_or(|p| rand::rng().random::<f64>() < p)
     }
 }
 
@@ -194,11 +194,11 @@ impl<'a> Link<'a> {
             if let Some(end) = self.flush().await {
                 return end;
             }
-            let next_due = self.queue.front().map(Pending::due);
+            let next_due = self.front_due();
             if next_due.is_some() && self.timer.is_none() {
                 self.timer = PreciseTimer::new().ok();
             }
-            let deadline = if self.input_closed && self.ends_queued() {
+            let deadline = if self.close_queued() {
                 None
             } else {
                 self.next_deadline()
@@ -206,13 +206,15 @@ impl<'a> Link<'a> {
             let can_read = !self.input_closed && self.queued_bytes < MAX_QUEUED_BYTES;
             tokio::select! {
                 biased;
-                _ = &mut self.cut => return LinkEnd::Ends(CloseReason::Proxy),
+                // Before the cut: on delete and shutdown the toxics are removed first, so what
+                // they hold is released and written before the connection closes.
                 chain = changes.next() => {
                     let Some(chain) = chain else {
                         return LinkEnd::Ends(CloseReason::Proxy);
                     };
                     self.sync_chain(chain);
                 }
+                _ = &mut self.cut => return LinkEnd::Ends(CloseReason::Proxy),
                 _ = waited(wait(self.timer.as_ref(), next_due)), if next_due.is_some() => {}
                 _ = waited(wait(None, deadline)), if deadline.is_some() => {
                     if let Some(end) = self.fire_deadlines() {
@@ -231,12 +233,18 @@ impl<'a> Link<'a> {
         }
     }
 
-    /// Whether a close or finish is already queued (nothing more may happen but the flush).
-    fn ends_queued(&self) -> bool {
-        matches!(
-            self.queue.back(),
-            Some(Pending::Close { .. } | Pending::Finish { .. })
-        )
+    /// When the head of the queue may go. A half-close waits while a toxic still has a deadline
+    /// (a reset_peer holding data, a timeout about to close): that comes first.
+    fn front_due(&self) -> Option<Instant> {
+        match self.queue.front()? {
+            Pending::Finish { .. } if self.next_deadline().is_some() => None,
+            pending => Some(pending.due()),
+        }
+    }
+
+    /// Whether a close is queued: the connection ends with the flush, no toxic acts any more.
+    fn close_queued(&self) -> bool {
+        matches!(self.queue.back(), Some(Pending::Close { .. }))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -320,16 +328,29 @@ impl<'a> Link<'a> {
     }
 
     fn enqueue(&mut self, chunks: Vec<Chunk>) {
+        // Bytes a toxic releases after the input ended still go before the half-close.
+        let finish = match self.queue.back() {
+            Some(Pending::Finish { .. }) => self.queue.pop_back(),
+            _ => None,
+        };
         for mut chunk in chunks {
             // Chunks never overtake each other.
             chunk.due = chunk.due.max(self.last_due());
             self.queued_bytes += chunk.data.len();
             self.queue.push_back(Pending::Data(chunk));
         }
+        if let Some(Pending::Finish { due }) = finish {
+            let due = due.max(self.last_due());
+            self.queue.push_back(Pending::Finish { due });
+        }
     }
 
     fn queue_close(&mut self, toxic: String) {
         self.input_closed = true;
+        // A close replaces a pending half-close: the whole connection ends.
+        if matches!(self.queue.back(), Some(Pending::Finish { .. })) {
+            self.queue.pop_back();
+        }
         let due = self.last_due();
         self.queue.push_back(Pending::Close { due, toxic });
     }
@@ -375,11 +396,17 @@ impl<'a> Link<'a> {
         if old.is_empty() {
             return;
         }
-        // Bytes in flight are forwarded, not dropped, when a toxic goes.
-        let now = Instant::now();
-        for pending in &mut self.queue {
-            if let Pending::Data(chunk) = pending {
-                chunk.due = chunk.due.min(now);
+        // Bytes a removed delaying toxic was holding back go at once (an update keeps them).
+        let removed_delay = old.iter().any(|stage| {
+            stage.toxic.config.delays()
+                && !self.stages.iter().any(|s| s.toxic.name == stage.toxic.name)
+        });
+        if removed_delay {
+            let now = Instant::now();
+            for pending in &mut self.queue {
+                if let Pending::Data(chunk) = pending {
+                    chunk.due = chunk.due.min(now);
+                }
             }
         }
         let mut released = Vec::new();
@@ -397,7 +424,7 @@ impl<'a> Link<'a> {
     }
 
     fn new_stage(&self, toxic: &Arc<Toxic>) -> Stage {
-        let active = toxic.toxicity >= 1.0 || rand::rng().random::<f32>() < toxic.toxicity;
+        let active = toxic.toxicity >= 1.0 || rand::rng().random::<f64>() < toxic.toxicity;
         if active {
             self.conn.emit(EventKind::ToxicActivated {
                 connection: self.conn.id,
@@ -416,11 +443,7 @@ impl<'a> Link<'a> {
 
     /// Writes every queued item that is due.
     async fn flush(&mut self) -> Option<LinkEnd> {
-        while self
-            .queue
-            .front()
-            .is_some_and(|p| p.due() <= Instant::now())
-        {
+        while self.front_due().is_some_and(|due| due <= Instant::now()) {
             match self.queue.pop_front()? {
                 Pending::Data(chunk) => {
                     self.queued_bytes -= chunk.data.len();

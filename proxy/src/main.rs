@@ -80,6 +80,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Raises the soft open-file limit to the hard one, as Go (and so toxiproxy-server) does at
+/// startup: every proxied connection needs two descriptors, and 1,024 is a common default.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+        }
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let specs = match &args.config {
         Some(path) => config::load(path)?,
@@ -94,6 +107,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("config OK: {} proxies, {toxics} toxics", specs.len());
         return Ok(());
     }
+    raise_open_file_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async move {
         let api_addr = (args.host, args.port);

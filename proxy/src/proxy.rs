@@ -87,6 +87,8 @@ struct ProxyState {
     upstream: String,
     enabled: bool,
     running: Option<Run>,
+    /// Deleted: the proxy must never start again (a late PATCH would leave a zombie listener).
+    closed: bool,
     /// In insertion order; names unique across both directions.
     toxics: Vec<Arc<Toxic>>,
 }
@@ -119,6 +121,7 @@ impl Proxy {
                 upstream: spec.upstream.clone(),
                 enabled: false,
                 running: None,
+                closed: false,
                 toxics: Vec::new(),
             }),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -192,27 +195,40 @@ impl Proxy {
             .ok_or_else(ApiError::toxic_not_found)
     }
 
-    /// Changes listen, upstream and enabled as Toxiproxy does: a new address restarts the
-    /// listener (cutting its connections); `enabled: false` closes it and cuts every connection.
-    /// Returns once the change is in effect.
-    pub async fn apply(&self, listen: &str, upstream: &str, enabled: bool) -> Result<(), ApiError> {
+    /// Changes listen, upstream and enabled as Toxiproxy does (`None` keeps the current
+    /// value, read under the same lock as the change): a new address restarts the listener
+    /// (cutting its connections); `enabled: false` closes it and cuts every connection. Returns
+    /// once the change is in effect; 404 if the proxy was deleted meanwhile.
+    pub async fn apply(
+        &self,
+        listen: Option<&str>,
+        upstream: Option<&str>,
+        enabled: Option<bool>,
+    ) -> Result<(), ApiError> {
         let _serial = self.lifecycle.lock().await;
-        let stopping = {
+        let (listen, upstream, enabled, stopping) = {
             let mut state = self.lock();
+            if state.closed {
+                return Err(ApiError::proxy_not_found());
+            }
+            let listen = listen.unwrap_or(&state.listen).to_owned();
+            let upstream = upstream.unwrap_or(&state.upstream).to_owned();
+            let enabled = enabled.unwrap_or(state.enabled);
             let moved = state.listen != listen || state.upstream != upstream;
-            if moved || !enabled {
+            let stopping = if moved || !enabled {
                 state.enabled = false;
                 state.running.take()
             } else {
                 None
-            }
+            };
+            (listen, upstream, enabled, stopping)
         };
         if let Some(run) = stopping {
             run.end().await;
         }
         let mut state = self.lock();
-        state.listen = listen.to_owned();
-        state.upstream = upstream.to_owned();
+        state.listen = listen;
+        state.upstream = upstream;
         let result = if enabled && state.running.is_none() {
             self.start(&mut state)
         } else {
@@ -258,6 +274,7 @@ impl Proxy {
         let run = {
             let mut state = self.lock();
             state.enabled = false;
+            state.closed = true;
             state.toxics.clear();
             self.publish(&state);
             state.running.take()
@@ -333,14 +350,7 @@ impl Proxy {
 
     /// Replaces every toxic at once (config files, `/populate`, `/reset`).
     pub fn set_toxics(&self, toxics: Vec<Toxic>) -> Result<(), ApiError> {
-        for (i, toxic) in toxics.iter().enumerate() {
-            if toxics[..i].iter().any(|t| t.name == toxic.name) {
-                return Err(ApiError::bad_body(format!(
-                    "toxic {:?} is declared twice on proxy {:?}",
-                    toxic.name, self.shared.name
-                )));
-            }
-        }
+        check_unique(&self.shared.name, &toxics)?;
         let mut state = self.lock();
         let removed: Vec<String> = state.toxics.iter().map(|t| t.name.clone()).collect();
         state.toxics = toxics.into_iter().map(Arc::new).collect();
@@ -364,9 +374,21 @@ impl Proxy {
 
     /// Starts the proxy if it is disabled; keeps it as it is otherwise.
     pub(crate) async fn enable(&self) -> Result<(), ApiError> {
-        let (listen, upstream, _) = self.settings();
-        self.apply(&listen, &upstream, true).await
+        self.apply(None, None, Some(true)).await
     }
+}
+
+/// Refuses a toxic list that names one toxic twice.
+pub(crate) fn check_unique(proxy: &str, toxics: &[Toxic]) -> Result<(), ApiError> {
+    for (i, toxic) in toxics.iter().enumerate() {
+        if toxics[..i].iter().any(|t| t.name == toxic.name) {
+            return Err(ApiError::bad_body(format!(
+                "toxic {:?} is declared twice on proxy {proxy:?}",
+                toxic.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Binds a listener with SO_REUSEADDR and a deep backlog (bursts of new clients are normal in

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::events::{EventBus, EventKind};
 use crate::metrics;
-use crate::proxy::{Proxy, ProxySpec};
+use crate::proxy::{Proxy, ProxySpec, check_unique};
 
 /// Every proxy, by name. See the module docs.
 #[derive(Default)]
@@ -79,10 +79,10 @@ impl Registry {
         if let Some(toxics) = &spec.toxics {
             proxy.set_toxics(toxics.clone())?;
         }
-        if let Err(e) = proxy
-            .apply(&spec.listen, &spec.upstream, spec.enabled)
-            .await
-        {
+        let applied = proxy
+            .apply(Some(&spec.listen), Some(&spec.upstream), Some(spec.enabled))
+            .await;
+        if let Err(e) = applied {
             proxy.close().await;
             return Err(e);
         }
@@ -113,6 +113,9 @@ impl Registry {
                     spec.name,
                     i + 1
                 )));
+            }
+            if let Some(toxics) = &spec.toxics {
+                check_unique(&spec.name, toxics)?;
             }
         }
         let _serial = self.changes.lock().await;
@@ -156,12 +159,13 @@ impl Registry {
     /// Stops accepting, removes every toxic, cuts every connection, and waits up to `grace`
     /// for the connections to close.
     pub async fn shutdown(&self, grace: Duration) {
-        self.shutdown.cancel();
         let _serial = self.changes.lock().await;
         let proxies = self.proxies();
+        // Each proxy drops its toxics before cutting its connections, so held bytes go out.
         let closing = futures_util::future::join_all(proxies.iter().map(|p| p.close()));
         if tokio::time::timeout(grace, closing).await.is_err() {
             tracing::warn!("connections still open after {grace:?}; exiting anyway");
         }
+        self.shutdown.cancel();
     }
 }

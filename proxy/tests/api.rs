@@ -445,3 +445,46 @@ async fn changes_take_effect_before_the_reply() {
         "connect accepted after delete"
     );
 }
+
+/// Regression (review): attribute values that overflowed the arithmetic (a bandwidth `rate` of
+/// 2^62 hung a worker, a slicer `average_size` of u64::MAX panicked every connection) are
+/// refused; `chunk_toxicity` is refused on toxics that hold data; `toxicity` echoes exactly.
+#[tokio::test]
+async fn out_of_range_attributes_are_refused() {
+    let h = Harness::start().await;
+    h.proxy("p", echo_server().await).await;
+    for (toxic, field) in [
+        (
+            json!({"type": "bandwidth", "attributes": {"rate": 4611686018427387904u64}}),
+            "rate",
+        ),
+        (
+            json!({"type": "slicer", "attributes": {"average_size": u64::MAX, "size_variation": 1}}),
+            "average_size",
+        ),
+        (
+            json!({"type": "reset_peer", "chunk_toxicity": 0.5}),
+            "chunk_toxicity",
+        ),
+    ] {
+        let (status, body) = h.call("POST", "/proxies/p/toxics", Some(toxic)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(field), "{body}");
+    }
+    let toxic = h.toxic("p", json!({"type": "noop", "toxicity": 0.1})).await;
+    assert_eq!(toxic["toxicity"].to_string(), "0.1");
+}
+
+/// Regression (review): `/populate` discovered a duplicate toxic name only after it had
+/// already closed the proxy it was replacing.
+#[tokio::test]
+async fn populate_checks_toxics_before_replacing_anything() {
+    let h = Harness::start().await;
+    let upstream = echo_server().await.to_string();
+    h.proxy("keep", echo_server().await).await;
+    let twice = json!([{"name": "keep", "upstream": upstream,
+        "toxics": [{"name": "x", "type": "noop"}, {"name": "x", "type": "noop"}]}]);
+    let (status, body) = h.call("POST", "/populate", Some(twice)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(h.call("GET", "/proxies/keep", None).await.0, 200);
+}

@@ -733,3 +733,54 @@ fn data_toxics_never_alter_the_bytes() {
         })
         .unwrap();
 }
+
+/// Regression (review): a client that half-closed after sending lost the bytes `reset_peer`
+/// was holding, and was never reset: the proxy half-closed to the server at once instead.
+#[tokio::test]
+async fn reset_peer_still_resets_after_the_client_half_closes() {
+    let h = Harness::start().await;
+    let rst = toxic("rst", "reset_peer", "upstream", json!({"timeout": 200}));
+    let addr = echo_proxy(&h, "hc", &[rst]).await;
+    let mut client = connect(addr).await;
+    client.write_all(b"PING\r\n").await.unwrap();
+    client.shutdown().await.unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = within(STEP, "the reset", client.read(&mut buf)).await;
+    let err = read.expect_err("expected a reset, got a clean end or data");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Regression (review): changing any toxic let every delayed chunk out at once.
+#[tokio::test]
+async fn updating_a_toxic_keeps_delayed_data_delayed() {
+    let h = Harness::start().await;
+    let slow = toxic("slow", "latency", "downstream", json!({"latency": 600}));
+    let other = toxic("other", "noop", "downstream", json!({}));
+    let addr = echo_proxy(&h, "upd", &[slow, other]).await;
+    let mut client = connect(addr).await;
+    let start = Instant::now();
+    client.write_all(b"held").await.unwrap();
+    let (status, body) = h
+        .call(
+            "PATCH",
+            "/proxies/upd/toxics/other",
+            Some(json!({"toxicity": 0.5})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        within(STEP, "the delayed data", read_n(&mut client, 4)).await,
+        b"held"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -20,8 +20,22 @@ pub struct BandwidthConfig {
     pub rate: u64,
 }
 
+/// The highest rate accepted, in KB/s (1 TB/s): beyond it, throttling means nothing and the
+/// arithmetic would overflow.
+pub const MAX_RATE: u64 = 1_000_000_000;
+
 impl ToxicAttributes for BandwidthConfig {
     const NAME: &'static str = "bandwidth";
+
+    fn validate(&self) -> Result<(), String> {
+        if self.rate > MAX_RATE {
+            return Err(format!(
+                "bandwidth rate must be at most {MAX_RATE} KB/s, got {}",
+                self.rate
+            ));
+        }
+        Ok(())
+    }
 
     fn build(&self) -> Box<dyn ToxicState> {
         Box::new(Bandwidth {

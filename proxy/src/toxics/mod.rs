@@ -316,6 +316,19 @@ impl ToxicConfig {
     pub fn build(&self) -> Box<dyn ToxicState> {
         with_attributes!(self, a => a.build())
     }
+
+    /// Whether the toxic holds chunks back (reset_peer), or swallows them (timeout).
+    pub fn holds_data(&self) -> bool {
+        matches!(self, ToxicConfig::ResetPeer(_) | ToxicConfig::Timeout(_))
+    }
+
+    /// Whether the toxic delays chunks (so removing it should let queued chunks go at once).
+    pub fn delays(&self) -> bool {
+        matches!(
+            self,
+            ToxicConfig::Latency(_) | ToxicConfig::Bandwidth(_) | ToxicConfig::Slicer(_)
+        )
+    }
 }
 
 /// Why a toxic description was refused. The API maps each to Toxiproxy's status and text.
@@ -354,10 +367,10 @@ pub struct Toxic {
     pub stream: Direction,
     /// Probability, drawn once per connection, that the toxic acts on that connection
     /// (Toxiproxy's meaning).
-    pub toxicity: f32,
+    pub toxicity: f64,
     /// Our extension: probability, drawn for every chunk, that the toxic acts on that chunk of
     /// a connection it acts on. `None` = every chunk.
-    pub chunk_toxicity: Option<f32>,
+    pub chunk_toxicity: Option<f64>,
     /// The typed attributes.
     pub config: ToxicConfig,
 }
@@ -374,14 +387,14 @@ pub struct ToxicInput {
     /// `upstream` or `downstream` (default).
     pub stream: Option<String>,
     /// Per-connection probability, default 1.0.
-    pub toxicity: Option<f32>,
+    pub toxicity: Option<f64>,
     /// Per-chunk probability (our extension).
-    pub chunk_toxicity: Option<f32>,
+    pub chunk_toxicity: Option<f64>,
     /// Type-specific attributes.
     pub attributes: Option<serde_json::Value>,
 }
 
-fn check_probability(field: &str, value: f32) -> Result<f32, ToxicError> {
+fn check_probability(field: &str, value: f64) -> Result<f64, ToxicError> {
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
@@ -407,6 +420,12 @@ impl Toxic {
         };
         let config = (ty.parse)(input.attributes.unwrap_or_default())
             .map_err(|e| ToxicError::BadBody(format!("attributes: {e}")))?;
+        if input.chunk_toxicity.is_some() && config.holds_data() {
+            return Err(ToxicError::BadBody(format!(
+                "chunk_toxicity cannot be used with {}: it holds data, and chunks passing it would overtake what it holds",
+                ty.name
+            )));
+        }
         Ok(Toxic {
             name,
             stream,

@@ -26,12 +26,18 @@ pub struct SlicerConfig {
     pub delay: u64,
 }
 
+/// The largest `average_size` accepted (1 GiB): more than any chunk a link reads.
+pub const MAX_SIZE: u64 = 1 << 30;
+
 impl ToxicAttributes for SlicerConfig {
     const NAME: &'static str = "slicer";
 
     fn validate(&self) -> Result<(), String> {
-        if self.average_size == 0 {
-            return Err("slicer average_size must be greater than 0".into());
+        if self.average_size == 0 || self.average_size > MAX_SIZE {
+            return Err(format!(
+                "slicer average_size must be between 1 and {MAX_SIZE}, got {}",
+                self.average_size
+            ));
         }
         if self.size_variation >= self.average_size {
             return Err("slicer size_variation must be less than average_size".into());
