@@ -27,6 +27,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::error::ApiError;
+use crate::message::Protocol;
 use crate::proxy::{DEFAULT_LISTEN, ProxySpec};
 use crate::registry::Registry;
 use crate::toxics::{Toxic, ToxicInput};
@@ -80,6 +81,7 @@ struct ProxyInput {
     listen: Option<String>,
     upstream: Option<String>,
     enabled: Option<bool>,
+    protocol: Option<String>,
     toxics: Option<Vec<ToxicInput>>,
 }
 
@@ -94,6 +96,10 @@ impl ProxyInput {
         let name = name.ok_or_else(|| ApiError::missing_field(place("name")))?;
         let upstream = self.upstream.filter(|u| !u.is_empty());
         let upstream = upstream.ok_or_else(|| ApiError::missing_field(place("upstream")))?;
+        let protocol = match self.protocol {
+            Some(text) => text.parse().map_err(ApiError::bad_body)?,
+            None => Protocol::default(),
+        };
         let toxics = self
             .toxics
             .map(|list| list.into_iter().map(Toxic::from_input).collect())
@@ -106,6 +112,7 @@ impl ProxyInput {
                 .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             upstream,
             enabled: self.enabled.unwrap_or(true),
+            protocol,
             toxics,
         })
     }
@@ -215,6 +222,15 @@ async fn proxy_update(
 ) -> ApiResult {
     let proxy = s.registry.get(&name)?;
     let input: ProxyInput = parse(&body)?;
+    if input
+        .protocol
+        .as_ref()
+        .is_some_and(|p| p != proxy.protocol().as_str())
+    {
+        return Err(ApiError::bad_body(
+            "protocol cannot change; delete the proxy and create it again",
+        ));
+    }
     proxy
         .apply(
             input.listen.as_deref(),

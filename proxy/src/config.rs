@@ -8,6 +8,7 @@
 //! name = "postgres"
 //! listen = "127.0.0.1:15432"
 //! upstream = "127.0.0.1:5432"
+//! protocol = "postgres"        # tcp (default), postgres or redis
 //!
 //! [[proxies.toxics]]
 //! name = "slow_db"
@@ -25,6 +26,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::message::Protocol;
 use crate::proxy::{DEFAULT_LISTEN, ProxySpec};
 use crate::toxics::{Toxic, ToxicInput};
 
@@ -66,6 +68,8 @@ struct ProxyEntry {
     upstream: String,
     #[serde(default)]
     enabled: Option<bool>,
+    #[serde(default)]
+    protocol: Protocol,
     #[serde(default)]
     toxics: Vec<ToxicEntry>,
 }
@@ -143,6 +147,14 @@ pub fn parse(text: &str, is_toml: bool, origin: &str) -> Result<Vec<ProxySpec>, 
                 attributes: t.attributes,
             })
             .map_err(|e| error(None, format!("{at}.toxics[{j}]: {e}")))?;
+            if let Some(needed) = toxic.config.protocol().filter(|p| *p != entry.protocol) {
+                let message = format!(
+                    "{at}.toxics[{j}]: {} needs protocol = \"{needed}\", the proxy is {}",
+                    toxic.config.type_name(),
+                    entry.protocol
+                );
+                return Err(error(None, message));
+            }
             if toxics.iter().any(|other| other.name == toxic.name) {
                 let message = format!("{at}.toxics[{j}]: toxic {:?} is declared twice", toxic.name);
                 return Err(error(None, message));
@@ -154,6 +166,7 @@ pub fn parse(text: &str, is_toml: bool, origin: &str) -> Result<Vec<ProxySpec>, 
             listen: entry.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             upstream: entry.upstream,
             enabled: entry.enabled.unwrap_or(true),
+            protocol: entry.protocol,
             toxics: Some(toxics),
         });
     }
@@ -227,6 +240,13 @@ enabled = false
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("c.json:1:"), "{err}");
+
+        let mismatch = TOML.replace("type = \"latency\"", "type = \"redis_error\"");
+        let err = parse(&mismatch, true, "c.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("redis_error needs protocol = \"redis\", the proxy is tcp"),
+            "{err}"
+        );
 
         let wrong = TOML.replace("latency = 100", "latency = \"slow\"");
         let err = parse(&wrong, true, "c.toml").unwrap_err().to_string();

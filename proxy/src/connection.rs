@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{CloseReason, EventKind};
 use crate::link::{Link, LinkEnd};
+use crate::protocol;
 use crate::proxy::ProxyShared;
 use crate::toxics::Direction;
 
@@ -97,8 +98,9 @@ pub async fn serve(
         upstream: upstream.to_string(),
     });
 
-    let run = |direction, from, to| {
-        let link = Link::new(&conn, direction, from, to);
+    let [up_framing, down_framing] = protocol::framings(conn.proxy.protocol);
+    let run = |direction, from, to, framing| {
+        let link = Link::new(&conn, direction, from, to, framing);
         let chain = conn.proxy.subscribe(direction);
         async {
             let end = link.run(chain).await;
@@ -109,8 +111,8 @@ pub async fn serve(
         }
     };
     let (up, down) = tokio::join!(
-        run(Direction::Upstream, &client, &server),
-        run(Direction::Downstream, &server, &client)
+        run(Direction::Upstream, &client, &server, up_framing),
+        run(Direction::Downstream, &server, &client, down_framing)
     );
 
     let reason = [up, down]
@@ -122,9 +124,10 @@ pub async fn serve(
         .min_by_key(|reason| match reason {
             CloseReason::ToxicReset { .. } => 0,
             CloseReason::Toxic { .. } => 1,
-            CloseReason::Error { .. } => 2,
-            CloseReason::Proxy => 3,
-            CloseReason::Peers => 4,
+            CloseReason::Protocol { .. } => 2,
+            CloseReason::Error { .. } => 3,
+            CloseReason::Proxy => 4,
+            CloseReason::Peers => 5,
         })
         .unwrap_or(CloseReason::Peers);
     if matches!(reason, CloseReason::ToxicReset { .. }) {

@@ -50,6 +50,11 @@ pub enum CloseReason {
     },
     /// The proxy was disabled, changed, deleted or shut down.
     Proxy,
+    /// The bytes could not be framed as the proxy's protocol.
+    Protocol {
+        /// What the framing found.
+        error: String,
+    },
     /// A socket error on one side.
     Error {
         /// The side that failed: `client` or `upstream`.
@@ -107,6 +112,21 @@ pub enum EventKind {
         /// The link it acts on.
         direction: Direction,
     },
+    /// A message fault acted on a request.
+    MessageFault {
+        /// Connection id.
+        connection: u64,
+        /// The client's address.
+        client: SocketAddr,
+        /// Toxic name.
+        toxic: String,
+        /// Toxic type.
+        toxic_type: &'static str,
+        /// What it did: `delay 800ms`, `error 40001`, `lose_write`, `drop`, `blackhole`, ...
+        action: String,
+        /// The request: SQL (cut at 200 characters) or `COMMAND key`.
+        request: String,
+    },
     /// A toxic was added.
     ToxicAdded {
         /// The toxic as the API shows it.
@@ -137,11 +157,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind's name, in the order of [`EventKind::index`].
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "connection_opened",
         "connection_closed",
         "dial_failed",
         "toxic_activated",
+        "message_fault",
         "toxic_added",
         "toxic_updated",
         "toxic_removed",
@@ -156,11 +177,12 @@ impl EventKind {
             EventKind::ConnectionClosed { .. } => 1,
             EventKind::DialFailed { .. } => 2,
             EventKind::ToxicActivated { .. } => 3,
-            EventKind::ToxicAdded { .. } => 4,
-            EventKind::ToxicUpdated { .. } => 5,
-            EventKind::ToxicRemoved { .. } => 6,
-            EventKind::ProxyUpdated { .. } => 7,
-            EventKind::ProxyDeleted => 8,
+            EventKind::MessageFault { .. } => 4,
+            EventKind::ToxicAdded { .. } => 5,
+            EventKind::ToxicUpdated { .. } => 6,
+            EventKind::ToxicRemoved { .. } => 7,
+            EventKind::ProxyUpdated { .. } => 8,
+            EventKind::ProxyDeleted => 9,
         }
     }
 }

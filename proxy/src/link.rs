@@ -18,7 +18,12 @@
 //!   that the link stops reading, and TCP flow control slows the sender, as a slow network would).
 //!
 //! With an empty chain and an empty queue a chunk is written straight back out: no queue, no
-//! timer, no allocation. Reads use readiness plus `try_read`, so an idle link owns no buffer.
+//! timer, no allocation.
+//!
+//! On a protocol-aware proxy the link hands what it read to its [`Framing`], which cuts whole
+//! messages, asks the chain's message faults about each request ([`pick`]) and answers with
+//! pieces: bytes to forward (through the byte toxics as usual), to delay, to send back, or a
+//! close or blackhole. Bytes of an incomplete message wait in the buffer for the next read. Reads use readiness plus `try_read`, so an idle link owns no buffer.
 //! Exactly one link reads and one link writes each socket, so the sockets' single reader and
 //! writer waker slots (`poll_read_ready`, `poll_write_ready`) are enough: no waiter lists.
 
@@ -30,7 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::RngExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -41,7 +46,10 @@ use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::connection::Connection;
 use crate::events::{CloseReason, EventKind};
+use crate::message::Action;
+use crate::protocol::framing::{Framing, Piece};
 use crate::timer::PreciseTimer;
+use crate::toxics::message_faults::Request;
 use crate::toxics::{Chain, Chunk, Direction, Toxic, ToxicState, Verdict};
 
 /// Bytes a link reads at most per chunk.
@@ -80,6 +88,27 @@ impl Stage {
 fn reset_by(toxic: &Toxic) -> LinkEnd {
     LinkEnd::Ends(CloseReason::ToxicReset {
         toxic: toxic.name.clone(),
+    })
+}
+
+/// Asks the chain's message faults about a request: the first whose matcher and selection pick
+/// it wins, and its firing is an event.
+fn pick(conn: &Connection, stages: &[Stage], request: &Request<'_>) -> Option<(Action, String)> {
+    let client = conn.client.ip();
+    stages.iter().filter(|s| s.active).find_map(|stage| {
+        let (action, selection) = stage.toxic.config.on_request(request, client)?;
+        if !selection.pick(&stage.toxic.hits) {
+            return None;
+        }
+        conn.emit(EventKind::MessageFault {
+            connection: conn.id,
+            client: conn.client,
+            toxic: stage.toxic.name.clone(),
+            toxic_type: stage.toxic.config.type_name(),
+            action: action.describe(),
+            request: request.describe(),
+        });
+        Some((action, stage.toxic.name.clone()))
     })
 }
 
@@ -122,6 +151,13 @@ pub struct Link<'a> {
     timer: Option<PreciseTimer>,
     /// The input ended, or a close is queued: read no more.
     input_closed: bool,
+    /// Cuts messages on a protocol-aware proxy.
+    framing: Option<Box<dyn Framing>>,
+    /// A blackhole fault fired: everything read from now on is swallowed.
+    blackholed: bool,
+    /// A terminating toxic reached the connection: send these bytes and close at the next
+    /// message boundary.
+    terminate: Option<(Bytes, String)>,
 }
 
 /// Waits for a time, with the precise timer when there is one.
@@ -148,12 +184,14 @@ async fn waited(wait: Wait<'_>) {
 }
 
 impl<'a> Link<'a> {
-    /// A link reading `from` and writing `to` in `direction`; [`Link::run`] gets the chain.
+    /// A link reading `from` and writing `to` in `direction`, framing messages when given a
+    /// framing; [`Link::run`] gets the chain.
     pub fn new(
         conn: &'a Connection,
         direction: Direction,
         from: &'a TcpStream,
         to: &'a TcpStream,
+        framing: Option<Box<dyn Framing>>,
     ) -> Link<'a> {
         Link {
             conn,
@@ -167,6 +205,9 @@ impl<'a> Link<'a> {
             buf: BytesMut::new(),
             timer: None,
             input_closed: false,
+            framing,
+            blackholed: false,
+            terminate: None,
         }
     }
 
@@ -265,6 +306,7 @@ impl<'a> Link<'a> {
                 self.finish_input();
                 None
             }
+            Ok(_) if self.framing.is_some() => self.frame().await,
             Ok(_) if self.stages.is_empty() && self.queue.is_empty() => {
                 let data = std::mem::take(&mut self.buf);
                 let result = self.write_all(&data).await;
@@ -280,6 +322,57 @@ impl<'a> Link<'a> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
             Err(e) => Some(self.failed(true, e)),
         }
+    }
+
+    /// Frames what was read and carries out the pieces.
+    async fn frame(&mut self) -> Option<LinkEnd> {
+        if self.blackholed {
+            self.buf.clear();
+            return None;
+        }
+        let mut pieces = Vec::new();
+        let framing = self.framing.as_mut()?;
+        let (conn, stages) = (self.conn, &self.stages);
+        let mut decide = |request: &Request<'_>| pick(conn, stages, request);
+        if let Err(e) = framing.frame(&mut self.buf, &mut decide, &mut pieces) {
+            return Some(LinkEnd::Ends(CloseReason::Protocol { error: e.0 }));
+        }
+        let now = Instant::now();
+        for piece in pieces {
+            let chunk = match piece {
+                Piece::Forward(bytes) if self.stages.is_empty() && self.queue.is_empty() => {
+                    if let Err(end) = self.write_all(&bytes).await {
+                        return Some(end);
+                    }
+                    continue;
+                }
+                Piece::Forward(bytes) => Chunk::new(bytes, now),
+                Piece::Delayed(bytes, delay) => Chunk {
+                    data: bytes,
+                    read_at: now,
+                    due: now + delay,
+                },
+                Piece::Reply(bytes) => {
+                    if let Err(end) = self.write_to(self.from, true, &bytes).await {
+                        return Some(end);
+                    }
+                    continue;
+                }
+                Piece::Close(toxic) => {
+                    self.queue_close(toxic);
+                    break;
+                }
+                Piece::Blackhole(_) => {
+                    self.blackholed = true;
+                    break;
+                }
+            };
+            if let Some(end) = self.feed(0, vec![chunk], now) {
+                return Some(end);
+            }
+        }
+        self.try_terminate();
+        None
     }
 
     /// The input ended: finish the output after the queue and any slow_close delay.
@@ -389,10 +482,17 @@ impl<'a> Link<'a> {
             let kept = old.iter().position(|s| Arc::ptr_eq(&s.toxic, toxic));
             let stage = match kept {
                 Some(i) => old.swap_remove(i),
-                None => self.new_stage(toxic),
+                None => {
+                    let stage = self.new_stage(toxic);
+                    if let Some(bytes) = stage.toxic.config.terminate().filter(|_| stage.active) {
+                        self.terminate.get_or_insert((bytes, toxic.name.clone()));
+                    }
+                    stage
+                }
             };
             self.stages.push(stage);
         }
+        self.try_terminate();
         if old.is_empty() {
             return;
         }
@@ -419,6 +519,19 @@ impl<'a> Link<'a> {
         }
         self.enqueue(released);
         if let Some(toxic) = close_by {
+            self.queue_close(toxic);
+        }
+    }
+
+    /// Sends a pending termination if the stream is at a message boundary.
+    fn try_terminate(&mut self) {
+        let at_boundary =
+            self.buf.is_empty() && self.framing.as_ref().is_none_or(|f| f.at_boundary());
+        if !at_boundary || self.close_queued() {
+            return;
+        }
+        if let Some((bytes, toxic)) = self.terminate.take() {
+            self.enqueue(vec![Chunk::new(bytes, Instant::now())]);
             self.queue_close(toxic);
         }
     }
@@ -464,25 +577,36 @@ impl<'a> Link<'a> {
         None
     }
 
-    /// Writes all of `data`, giving up if the connection is cut meanwhile.
-    async fn write_all(&mut self, mut data: &[u8]) -> Result<(), LinkEnd> {
-        let total = data.len();
+    /// Writes all of `data` to the output, counting it, giving up if the connection is cut.
+    async fn write_all(&mut self, data: &[u8]) -> Result<(), LinkEnd> {
+        self.write_to(self.to, false, data).await?;
+        self.conn.add_bytes(self.direction, data.len());
+        Ok(())
+    }
+
+    /// Writes all of `data` to `socket` (`input`: it is this link's input, i.e. a reply to the
+    /// sender), giving up if the connection is cut meanwhile.
+    async fn write_to(
+        &mut self,
+        socket: &TcpStream,
+        input: bool,
+        mut data: &[u8],
+    ) -> Result<(), LinkEnd> {
         while !data.is_empty() {
-            match self.to.try_write(data) {
+            match socket.try_write(data) {
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     tokio::select! {
                         biased;
                         _ = &mut self.cut => return Err(LinkEnd::Ends(CloseReason::Proxy)),
-                        ready = std::future::poll_fn(|cx| self.to.poll_write_ready(cx)) => {
-                            ready.map_err(|e| self.failed(false, e))?;
+                        ready = std::future::poll_fn(|cx| socket.poll_write_ready(cx)) => {
+                            ready.map_err(|e| self.failed(input, e))?;
                         }
                     }
                 }
-                Err(e) => return Err(self.failed(false, e)),
+                Err(e) => return Err(self.failed(input, e)),
             }
         }
-        self.conn.add_bytes(self.direction, total);
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ pub struct ProxyStats {
     total: AtomicU64,
     dial_failures: AtomicU64,
     activations: Mutex<BTreeMap<(String, &'static str, Direction), u64>>,
+    message_faults: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl ProxyStats {
@@ -59,6 +60,15 @@ impl ProxyStats {
                 let mut map = self.activations.lock().unwrap_or_else(|e| e.into_inner());
                 *map.entry((toxic.clone(), *toxic_type, *direction))
                     .or_default() += 1;
+            }
+            EventKind::MessageFault {
+                toxic, toxic_type, ..
+            } => {
+                let mut map = self
+                    .message_faults
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *map.entry((toxic.clone(), *toxic_type)).or_default() += 1;
             }
             _ => {}
         }
@@ -146,6 +156,28 @@ pub fn render<'a>(
                 (
                     format!(
                         "proxy=\"{}\",toxic=\"{}\",type=\"{ty}\",direction=\"{d}\"",
+                        label(name),
+                        label(&toxic)
+                    ),
+                    n.to_string(),
+                )
+            })
+        }),
+    );
+    family(
+        "chaos_message_faults_total",
+        "counter",
+        "Requests a message fault acted on.",
+        &mut proxies.clone().flat_map(|(name, s)| {
+            let map = s
+                .message_faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            map.into_iter().map(move |((toxic, ty), n)| {
+                (
+                    format!(
+                        "proxy=\"{}\",toxic=\"{}\",type=\"{ty}\"",
                         label(name),
                         label(&toxic)
                     ),

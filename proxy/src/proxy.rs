@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::connection;
 use crate::error::ApiError;
 use crate::events::{EventBus, EventKind};
+use crate::message::Protocol;
 use crate::metrics::ProxyStats;
 use crate::toxics::{Chain, Direction, Toxic, ToxicInput};
 
@@ -40,6 +41,8 @@ pub struct ProxySpec {
     pub upstream: String,
     /// Whether to listen right away.
     pub enabled: bool,
+    /// What the proxy understands of the bytes (fixed for its life).
+    pub protocol: Protocol,
     /// Toxics to install; `None` leaves an existing proxy's toxics alone.
     pub toxics: Option<Vec<Toxic>>,
 }
@@ -48,6 +51,8 @@ pub struct ProxySpec {
 pub struct ProxyShared {
     /// The proxy's name.
     pub name: String,
+    /// What it understands of the bytes.
+    pub protocol: Protocol,
     /// Its counters.
     pub stats: ProxyStats,
     events: Arc<EventBus>,
@@ -112,6 +117,7 @@ impl Proxy {
         Proxy {
             shared: Arc::new(ProxyShared {
                 name: spec.name.clone(),
+                protocol: spec.protocol,
                 stats: ProxyStats::default(),
                 events,
                 chains: Default::default(),
@@ -169,6 +175,7 @@ impl Proxy {
             "listen": state.listen,
             "upstream": state.upstream,
             "enabled": state.enabled,
+            "protocol": self.shared.protocol,
             "toxics": Self::toxics_json(&state),
         })
     }
@@ -296,8 +303,27 @@ impl Proxy {
         }
     }
 
+    /// The proxy's protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.shared.protocol
+    }
+
+    /// Refuses a message fault on a proxy of another protocol.
+    fn check_protocol(&self, toxic: &Toxic) -> Result<(), ApiError> {
+        match toxic.config.protocol() {
+            Some(needed) if needed != self.shared.protocol => Err(ApiError::bad_body(format!(
+                "{} needs a {needed} proxy; proxy {:?} is {}",
+                toxic.config.type_name(),
+                self.shared.name,
+                self.shared.protocol
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds a toxic at the end of its direction's chain; it reaches open connections at once.
     pub fn add_toxic(&self, toxic: Toxic) -> Result<serde_json::Value, ApiError> {
+        self.check_protocol(&toxic)?;
         let mut state = self.lock();
         if state.toxics.iter().any(|t| t.name == toxic.name) {
             return Err(ApiError::toxic_exists());
@@ -350,6 +376,9 @@ impl Proxy {
 
     /// Replaces every toxic at once (config files, `/populate`, `/reset`).
     pub fn set_toxics(&self, toxics: Vec<Toxic>) -> Result<(), ApiError> {
+        for toxic in &toxics {
+            self.check_protocol(toxic)?;
+        }
         check_unique(&self.shared.name, &toxics)?;
         let mut state = self.lock();
         let removed: Vec<String> = state.toxics.iter().map(|t| t.name.clone()).collect();

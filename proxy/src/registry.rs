@@ -123,7 +123,7 @@ impl Registry {
         for spec in specs {
             let existing = self.lock().get(&spec.name).cloned();
             if let Some(existing) = existing {
-                if existing.same_addresses(&spec) {
+                if existing.same_addresses(&spec) && existing.protocol() == spec.protocol {
                     if let Some(toxics) = spec.toxics {
                         existing.set_toxics(toxics)?;
                     }

@@ -278,3 +278,49 @@ fn sigterm_closes_connections_and_exits_zero() {
     }
     assert!(TcpStream::connect(listen).is_err(), "still accepting");
 }
+
+/// A config file declares a protocol-aware proxy with a message fault; a fault that does not
+/// fit the protocol is refused with where it is.
+#[test]
+fn config_file_declares_message_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(
+        dir.path(),
+        "faults.toml",
+        r#"
+[[proxies]]
+name = "redis"
+upstream = "127.0.0.1:6379"
+protocol = "redis"
+
+[[proxies.toxics]]
+type = "redis_error"
+attributes = { match = { preset = "celery_broker" }, error = "LOADING", probability = 0.5 }
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["--config", &good, "--check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "config OK: 1 proxies, 1 toxics\n"
+    );
+
+    let typo = write_config(
+        dir.path(),
+        "typo.toml",
+        "[[proxies]]\nname = \"r\"\nupstream = \"127.0.0.1:1\"\nprotocol = \"redis\"\n[[proxies.toxics]]\ntype = \"redis_error\"\nattributes = { match = { comand = [\"GET\"] } }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config", &typo, "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("toxics[0]") && stderr.contains("unknown field `comand`"),
+        "{stderr}"
+    );
+}

@@ -22,7 +22,9 @@
 mod bandwidth;
 mod latency;
 mod limit_data;
+pub mod message_faults;
 mod noop;
+mod pg_terminate;
 mod reset_peer;
 mod slicer;
 mod slow_close;
@@ -41,10 +43,19 @@ pub use bandwidth::BandwidthConfig;
 pub use latency::LatencyConfig;
 pub use limit_data::LimitDataConfig;
 pub use noop::NoopConfig;
+pub use pg_terminate::PgTerminateConfig;
 pub use reset_peer::ResetPeerConfig;
 pub use slicer::SlicerConfig;
 pub use slow_close::SlowCloseConfig;
 pub use timeout::TimeoutConfig;
+
+use message_faults::{
+    PgBlackhole, PgDelay, PgDrop, PgError, PgRefuse, RedisBlackhole, RedisDelay, RedisDrop,
+    RedisError, RedisLoseWrite, Request,
+};
+
+use crate::message::{Action, Hits, Protocol, Selection};
+use std::net::IpAddr;
 
 /// Which way bytes flow through a link.
 ///
@@ -171,6 +182,28 @@ pub enum ToxicConfig {
     LimitData(LimitDataConfig),
     /// See [`NoopConfig`].
     Noop(NoopConfig),
+    /// See [`PgDelay`].
+    PgDelay(PgDelay),
+    /// See [`PgError`].
+    PgError(PgError),
+    /// See [`PgDrop`].
+    PgDrop(PgDrop),
+    /// See [`PgBlackhole`].
+    PgBlackhole(PgBlackhole),
+    /// See [`PgRefuse`].
+    PgRefuse(PgRefuse),
+    /// See [`RedisDelay`].
+    RedisDelay(RedisDelay),
+    /// See [`RedisError`].
+    RedisError(RedisError),
+    /// See [`RedisDrop`].
+    RedisDrop(RedisDrop),
+    /// See [`RedisBlackhole`].
+    RedisBlackhole(RedisBlackhole),
+    /// See [`RedisLoseWrite`].
+    RedisLoseWrite(RedisLoseWrite),
+    /// See [`PgTerminateConfig`].
+    PgTerminate(PgTerminateConfig),
 }
 
 /// Behaviour shared by every toxic type's config: parse, validate, echo, build.
@@ -185,6 +218,27 @@ pub trait ToxicAttributes: Serialize + DeserializeOwned + Default + Clone {
 
     /// The runtime part for one link.
     fn build(&self) -> Box<dyn ToxicState>;
+
+    /// Message faults: the protocol they need. Byte toxics work on every proxy.
+    fn protocol(&self) -> Option<Protocol> {
+        None
+    }
+
+    /// Message faults: the action for a request, if it matches (before the selection draw).
+    fn on_request(&self, _request: &Request<'_>, _client: IpAddr) -> Option<(Action, &Selection)> {
+        None
+    }
+
+    /// The direction the toxic always acts on, whatever `stream` says (message faults).
+    fn fixed_stream(&self) -> Option<Direction> {
+        None
+    }
+
+    /// Bytes to send the client before closing the connection, as soon as the toxic reaches
+    /// it and the server's stream is at a message boundary (`pg_terminate`).
+    fn terminate(&self) -> Option<bytes::Bytes> {
+        None
+    }
 }
 
 /// One row of the toxic table: everything the API needs to know about a toxic type.
@@ -263,6 +317,72 @@ pub static TOXIC_TYPES: &[ToxicType] = &[
         example: "{}",
         parse: |v| parse_as(v, ToxicConfig::Noop),
     },
+    ToxicType {
+        name: PgDelay::NAME,
+        summary: "hold matching SQL statements `delay` ms (postgres proxies)",
+        example: r#"{"match": {"kind": ["update"], "table": "assignments"}, "delay": 800}"#,
+        parse: |v| parse_as(v, ToxicConfig::PgDelay),
+    },
+    ToxicType {
+        name: PgError::NAME,
+        summary: "fail matching SQL statements with `sqlstate` and `message`; the session stays usable",
+        example: r#"{"match": {"sql": "(?i)swap_records"}, "sqlstate": "40P01", "message": "deadlock detected", "first_n": 3}"#,
+        parse: |v| parse_as(v, ToxicConfig::PgError),
+    },
+    ToxicType {
+        name: PgDrop::NAME,
+        summary: "cut the connection at a matching SQL statement",
+        example: r#"{"match": {"kind": ["commit"]}, "probability": 0.1}"#,
+        parse: |v| parse_as(v, ToxicConfig::PgDrop),
+    },
+    ToxicType {
+        name: PgBlackhole::NAME,
+        summary: "swallow a matching SQL statement and everything after it: no answer ever",
+        example: r#"{"match": {"table": "assignments"}}"#,
+        parse: |v| parse_as(v, ToxicConfig::PgBlackhole),
+    },
+    ToxicType {
+        name: PgRefuse::NAME,
+        summary: "refuse new sessions at startup with a FATAL `sqlstate` (53300 too_many_connections)",
+        example: r#"{"sqlstate": "53300", "probability": 0.5}"#,
+        parse: |v| parse_as(v, ToxicConfig::PgRefuse),
+    },
+    ToxicType {
+        name: PgTerminateConfig::NAME,
+        summary: "end live sessions with a FATAL `sqlstate` (57P01 admin_shutdown), as a failover does",
+        example: r#"{"sqlstate": "57P01"}"#,
+        parse: |v| parse_as(v, ToxicConfig::PgTerminate),
+    },
+    ToxicType {
+        name: RedisDelay::NAME,
+        summary: "hold matching Redis commands `delay` ms (redis proxies)",
+        example: r#"{"match": {"preset": "cache"}, "delay": 200}"#,
+        parse: |v| parse_as(v, ToxicConfig::RedisDelay),
+    },
+    ToxicType {
+        name: RedisError::NAME,
+        summary: "answer matching Redis commands with an error (ERR, BUSY, LOADING, OOM, READONLY, NOAUTH or a custom line)",
+        example: r#"{"match": {"command": ["GET"], "key": "schedule:*"}, "error": "LOADING", "every_nth": 10}"#,
+        parse: |v| parse_as(v, ToxicConfig::RedisError),
+    },
+    ToxicType {
+        name: RedisDrop::NAME,
+        summary: "cut the connection at a matching Redis command",
+        example: r#"{"match": {"preset": "celery_broker"}}"#,
+        parse: |v| parse_as(v, ToxicConfig::RedisDrop),
+    },
+    ToxicType {
+        name: RedisBlackhole::NAME,
+        summary: "swallow a matching Redis command and everything after it: no answer ever",
+        example: r#"{"match": {"command": ["BRPOP"]}}"#,
+        parse: |v| parse_as(v, ToxicConfig::RedisBlackhole),
+    },
+    ToxicType {
+        name: RedisLoseWrite::NAME,
+        summary: "DATA-LOSING: answer a matching write as if it succeeded, without forwarding it (a lost Celery message)",
+        example: r#"{"match": {"preset": "celery_broker", "command": ["LPUSH"]}, "first_n": 1}"#,
+        parse: |v| parse_as(v, ToxicConfig::RedisLoseWrite),
+    },
 ];
 
 /// Finds a toxic type by its API name.
@@ -292,6 +412,17 @@ macro_rules! with_attributes {
             ToxicConfig::Slicer($attrs) => $body,
             ToxicConfig::LimitData($attrs) => $body,
             ToxicConfig::Noop($attrs) => $body,
+            ToxicConfig::PgDelay($attrs) => $body,
+            ToxicConfig::PgError($attrs) => $body,
+            ToxicConfig::PgDrop($attrs) => $body,
+            ToxicConfig::PgBlackhole($attrs) => $body,
+            ToxicConfig::PgRefuse($attrs) => $body,
+            ToxicConfig::RedisDelay($attrs) => $body,
+            ToxicConfig::RedisError($attrs) => $body,
+            ToxicConfig::RedisDrop($attrs) => $body,
+            ToxicConfig::RedisBlackhole($attrs) => $body,
+            ToxicConfig::RedisLoseWrite($attrs) => $body,
+            ToxicConfig::PgTerminate($attrs) => $body,
         }
     };
 }
@@ -328,6 +459,30 @@ impl ToxicConfig {
             self,
             ToxicConfig::Latency(_) | ToxicConfig::Bandwidth(_) | ToxicConfig::Slicer(_)
         )
+    }
+
+    /// Message faults: the protocol they need; `None` for byte toxics.
+    pub fn protocol(&self) -> Option<Protocol> {
+        with_attributes!(self, a => a.protocol())
+    }
+
+    /// Message faults: the action for a request, if it matches (before the selection draw).
+    pub fn on_request(
+        &self,
+        request: &Request<'_>,
+        client: IpAddr,
+    ) -> Option<(Action, &Selection)> {
+        with_attributes!(self, a => a.on_request(request, client))
+    }
+
+    /// The direction the toxic always acts on, if fixed.
+    pub fn fixed_stream(&self) -> Option<Direction> {
+        with_attributes!(self, a => a.fixed_stream())
+    }
+
+    /// Bytes to send the client before closing, when the toxic reaches a connection.
+    pub fn terminate(&self) -> Option<bytes::Bytes> {
+        with_attributes!(self, a => a.terminate())
     }
 }
 
@@ -373,6 +528,8 @@ pub struct Toxic {
     pub chunk_toxicity: Option<f64>,
     /// The typed attributes.
     pub config: ToxicConfig,
+    /// How many requests matched so far (message faults), across connections.
+    pub hits: Hits,
 }
 
 /// The JSON shape of a toxic in requests; every field optional, unknown fields ignored (as in
@@ -414,12 +571,15 @@ impl Toxic {
             suggestion: suggest_type(&kind),
             given: kind.clone(),
         })?;
+        let config = (ty.parse)(input.attributes.unwrap_or_default())
+            .map_err(|e| ToxicError::BadBody(format!("attributes: {e}")))?;
+        // Message faults act on requests (pg_terminate on the server's stream), whatever
+        // `stream` said: Toxiproxy clients always send one, `downstream` by default.
+        let stream = config.fixed_stream().unwrap_or(stream);
         let name = match input.name {
             Some(name) if !name.is_empty() => name,
             _ => format!("{}_{}", ty.name, stream.as_str()),
         };
-        let config = (ty.parse)(input.attributes.unwrap_or_default())
-            .map_err(|e| ToxicError::BadBody(format!("attributes: {e}")))?;
         if input.chunk_toxicity.is_some() && config.holds_data() {
             return Err(ToxicError::BadBody(format!(
                 "chunk_toxicity cannot be used with {}: it holds data, and chunks passing it would overtake what it holds",
@@ -435,6 +595,7 @@ impl Toxic {
                 .map(|p| check_probability("chunk_toxicity", p))
                 .transpose()?,
             config,
+            hits: Hits::default(),
         })
     }
 
@@ -465,6 +626,7 @@ impl Toxic {
                 None => self.chunk_toxicity,
             },
             config,
+            hits: Hits::default(),
         })
     }
 
