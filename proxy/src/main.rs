@@ -41,6 +41,9 @@ struct Args {
         value_name = "TOKEN"
     )]
     api_token: Option<String>,
+    /// Seed for every probability draw of message faults, so a run can be replayed.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -106,6 +109,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             .sum();
         println!("config OK: {} proxies, {toxics} toxics", specs.len());
         return Ok(());
+    }
+    if let Some(seed) = args.seed {
+        chaos_proxy::message::seed(seed);
     }
     raise_open_file_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;

@@ -324,3 +324,11 @@ attributes = { match = { preset = "celery_broker" }, error = "LOADING", probabil
         "{stderr}"
     );
 }
+
+/// The README's main command uses examples/proxy.toml: it must stay valid.
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/proxy.toml");
+    let out = Command::new(BIN).args(["--config", example, "--check-config"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

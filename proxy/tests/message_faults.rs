@@ -664,3 +664,29 @@ async fn pg_terminate_ends_live_sessions() {
         5
     );
 }
+
+/// Bytes that cannot be the protocol close that one connection, with a `protocol` reason in
+/// its event; the proxy goes on serving other clients.
+#[tokio::test]
+async fn malformed_input_closes_only_that_connection() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start().await;
+    let (_server, addr) = redis_proxy(&h).await;
+    let mut good = redis_at(addr).await;
+    let mut events = h
+        .http
+        .get(format!("{}/events?proxy=redis", h.base))
+        .send()
+        .await
+        .unwrap();
+    let mut bad = connect(addr).await;
+    bad.write_all(b"*2\r\n$abc\r\n").await.unwrap();
+    assert_eq!(within(STEP, "the close", read_n(&mut bad, 1)).await, b"");
+    let mut seen = String::new();
+    while !seen.contains(r#""by":"protocol""#) {
+        let chunk = within(STEP, "the close event", events.chunk()).await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let pong: String = redis::cmd("PING").query_async(&mut good).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
