@@ -155,6 +155,8 @@ pub struct Link<'a> {
     framing: Option<Box<dyn Framing>>,
     /// A blackhole fault fired: everything read from now on is swallowed.
     blackholed: bool,
+    /// What framing said about the last read (kept to reuse its allocation).
+    pieces: Vec<Piece>,
     /// A terminating toxic reached the connection: send these bytes and close at the next
     /// message boundary.
     terminate: Option<(Bytes, String)>,
@@ -207,6 +209,7 @@ impl<'a> Link<'a> {
             input_closed: false,
             framing,
             blackholed: false,
+            pieces: Vec::new(),
             terminate: None,
         }
     }
@@ -330,7 +333,7 @@ impl<'a> Link<'a> {
             self.buf.clear();
             return None;
         }
-        let mut pieces = Vec::new();
+        let mut pieces = std::mem::take(&mut self.pieces);
         let framing = self.framing.as_mut()?;
         let (conn, stages) = (self.conn, &self.stages);
         let mut decide = |request: &Request<'_>| pick(conn, stages, request);
@@ -338,7 +341,18 @@ impl<'a> Link<'a> {
             return Some(LinkEnd::Ends(CloseReason::Protocol { error: e.0 }));
         }
         let now = Instant::now();
-        for piece in pieces {
+        let end = self.carry_out(&mut pieces, now).await;
+        pieces.clear();
+        self.pieces = pieces;
+        if end.is_none() {
+            self.try_terminate();
+        }
+        end
+    }
+
+    /// Carries out what framing said, in order.
+    async fn carry_out(&mut self, pieces: &mut Vec<Piece>, now: Instant) -> Option<LinkEnd> {
+        for piece in pieces.drain(..) {
             let chunk = match piece {
                 Piece::Forward(bytes) if self.stages.is_empty() && self.queue.is_empty() => {
                     if let Err(end) = self.write_all(&bytes).await {
@@ -371,7 +385,6 @@ impl<'a> Link<'a> {
                 return Some(end);
             }
         }
-        self.try_terminate();
         None
     }
 

@@ -684,7 +684,10 @@ async fn malformed_input_closes_only_that_connection() {
     assert_eq!(within(STEP, "the close", read_n(&mut bad, 1)).await, b"");
     let mut seen = String::new();
     while !seen.contains(r#""by":"protocol""#) {
-        let chunk = within(STEP, "the close event", events.chunk()).await.unwrap().unwrap();
+        let chunk = within(STEP, "the close event", events.chunk())
+            .await
+            .unwrap()
+            .unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     let pong: String = redis::cmd("PING").query_async(&mut good).await.unwrap();

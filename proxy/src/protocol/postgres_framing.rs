@@ -17,13 +17,14 @@
 //!   gives: ErrorResponse, then ReadyForQuery.
 //! - `pg_refuse` answers a StartupMessage with a FATAL ErrorResponse and closes.
 //!
-//! The two sides share one queue: for every message that ends in a `ReadyForQuery` (startup,
-//! Query, Sync, FunctionCall), in order, whether its batch carries an injected Execute.
+//! The two sides share which batches carry an injected Execute, numbering batches by the
+//! messages that end in a `ReadyForQuery` (startup, Query, Sync, FunctionCall).
 //! Limitation: if a real error earlier in the same batch makes the server skip the injected
 //! Execute, and the real error itself came right after the client's own Parse and Bind, the
 //! backend side takes that pair for ours and drops it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,33 +67,61 @@ fn bind_names(message: &[u8]) -> Option<(String, String)> {
     ))
 }
 
-/// For each message that ends in a ReadyForQuery, in order: does its batch carry an injected
-/// Execute whose ParseComplete/BindComplete must be removed?
-#[derive(Debug, Default)]
-struct Batches(Mutex<VecDeque<bool>>);
+/// Which batches carry an injected Execute whose ParseComplete/BindComplete must be removed.
+///
+/// Batches are numbered in the order their ReadyForQuery comes back (startup, each Query, Sync
+/// and FunctionCall): the frontend counts what it sends, the backend what it receives, so the
+/// common case (nothing injected) costs the backend one atomic load per message, no lock.
+#[derive(Debug)]
+struct Batches {
+    /// Numbers of batches with an injection, oldest first.
+    injected: Mutex<VecDeque<u64>>,
+    /// The oldest number in `injected`, or `u64::MAX`.
+    next: AtomicU64,
+}
 
-impl Batches {
-    fn push(&self, injected: bool) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(injected);
-    }
-
-    /// Whether the oldest open batch still waits for its injected pair to be removed.
-    fn front(&self) -> bool {
-        let batches = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        batches.front().copied().unwrap_or(false)
-    }
-
-    fn set_front(&self, injected: bool) {
-        if let Some(front) = self.0.lock().unwrap_or_else(|e| e.into_inner()).front_mut() {
-            *front = injected;
+impl Default for Batches {
+    fn default() -> Self {
+        Batches {
+            injected: Mutex::new(VecDeque::new()),
+            next: AtomicU64::new(u64::MAX),
         }
     }
+}
 
-    fn pop(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+impl Batches {
+    fn mark(&self, batch: u64) {
+        let mut injected = self.injected.lock().unwrap_or_else(|e| e.into_inner());
+        injected.push_back(batch);
+        self.next.store(injected[0], Ordering::Release);
+    }
+
+    /// Whether `batch` still waits for its injected pair to be removed.
+    fn pending(&self, batch: u64) -> bool {
+        self.next.load(Ordering::Acquire) == batch
+    }
+
+    /// `batch` is done with (its pair was removed, or its ReadyForQuery came).
+    fn done(&self, batch: u64) {
+        if self.next.load(Ordering::Acquire) > batch {
+            return;
+        }
+        let mut injected = self.injected.lock().unwrap_or_else(|e| e.into_inner());
+        while injected.front().is_some_and(|b| *b <= batch) {
+            injected.pop_front();
+        }
+        self.next.store(
+            injected.front().copied().unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
+    }
+}
+
+/// Records `value` under `key` unless it is already there (most clients reuse names, so this
+/// allocates only when something changed).
+fn remember(map: &mut HashMap<String, String>, key: &str, value: &str) {
+    if map.get(key).is_none_or(|v| v != value) {
+        map.insert(key.to_owned(), value.to_owned());
     }
 }
 
@@ -105,11 +134,13 @@ pub fn framings() -> (PgFrontend, PgBackend) {
             statements: HashMap::new(),
             portals: HashMap::new(),
             injected: false,
+            sent: 0,
             streaming: 0,
             batches: Arc::clone(&batches),
         },
         PgBackend {
             held: Vec::new(),
+            received: 0,
             streaming: 0,
             batches,
         },
@@ -125,12 +156,23 @@ pub struct PgFrontend {
     portals: HashMap<String, String>,
     /// The batch being sent (up to the next Sync) carries an injected Execute.
     injected: bool,
+    /// Batches sent so far (messages that end in a ReadyForQuery).
+    sent: u64,
     /// Bytes of a large message still to forward unframed.
     streaming: usize,
     batches: Arc<Batches>,
 }
 
 impl PgFrontend {
+    /// A message that ends in a ReadyForQuery was sent; `injected` if its batch carries an
+    /// injected Execute.
+    fn batch(&mut self, injected: bool) {
+        if injected {
+            self.batches.mark(self.sent);
+        }
+        self.sent += 1;
+    }
+
     /// Starts streaming a large message at the front of the unread bytes, if it is one: returns
     /// false to frame it whole instead.
     fn stream_large(&mut self, rest: &[u8]) -> Result<bool, FramingError> {
@@ -220,21 +262,21 @@ impl Framing for PgFrontend {
                         Outcome::ReplyAndClose(error_response("FATAL", &code, &message), toxic)
                     }
                     _ => {
-                        self.batches.push(false);
+                        self.batch(false);
                         Outcome::Keep
                     }
                 },
                 Frontend::Query { sql } => {
-                    self.batches.push(false);
+                    self.batch(false);
                     let decision = decide(&Request::PgStatement { sql });
                     statement_outcome(decision, query).0
                 }
                 Frontend::Parse { statement, sql } => {
-                    self.statements.insert(statement.to_owned(), sql.to_owned());
+                    remember(&mut self.statements, statement, sql);
                     Outcome::Keep
                 }
                 Frontend::Bind { portal, statement } => {
-                    self.portals.insert(portal.to_owned(), statement.to_owned());
+                    remember(&mut self.portals, portal, statement);
                     Outcome::Keep
                 }
                 Frontend::Execute { portal } => {
@@ -259,11 +301,12 @@ impl Framing for PgFrontend {
                     }
                 }
                 Frontend::Sync => {
-                    self.batches.push(std::mem::take(&mut self.injected));
+                    let injected = std::mem::take(&mut self.injected);
+                    self.batch(injected);
                     Outcome::Keep
                 }
                 Frontend::Other { tag: FUNCTION_CALL } => {
-                    self.batches.push(false);
+                    self.batch(false);
                     Outcome::Keep
                 }
                 _ => Outcome::Keep,
@@ -313,6 +356,8 @@ impl Framing for PgFrontend {
 pub struct PgBackend {
     /// ParseComplete, then BindComplete, held while a batch waits for its injected pair.
     held: Vec<(Backend, Bytes)>,
+    /// ReadyForQuery messages received so far: the number of the batch now answering.
+    received: u64,
     /// Bytes of a large message still to forward unframed.
     streaming: usize,
     batches: Arc<Batches>,
@@ -356,9 +401,9 @@ impl Framing for PgBackend {
                 Ok(None) => break,
                 Err(e) => return Err(FramingError(format!("postgres: {e}"))),
             };
-            if !self.batches.front() {
+            if !self.batches.pending(self.received) {
                 if matches!(message, Backend::ReadyForQuery { .. }) {
-                    self.batches.pop();
+                    self.received += 1;
                 }
                 run.keep(len);
                 continue;
@@ -378,7 +423,7 @@ impl Framing for PgBackend {
             let ours = self.held.len() == 2 && matches!(message, Backend::ErrorResponse);
             if ours {
                 self.held.clear();
-                self.batches.set_front(false);
+                self.batches.done(self.received);
             } else {
                 run.flush(buf, out);
                 self.release(out);
@@ -389,7 +434,8 @@ impl Framing for PgBackend {
                 }
             }
             if matches!(message, Backend::ReadyForQuery { .. }) {
-                self.batches.pop();
+                self.batches.done(self.received);
+                self.received += 1;
             }
             run.keep(len);
         }
