@@ -157,6 +157,8 @@ pub struct Link<'a> {
     blackholed: bool,
     /// What framing said about the last read (kept to reuse its allocation).
     pieces: Vec<Piece>,
+    /// Some stage acts on bytes (message faults do not): without one, data skips the queue.
+    byte_toxics: bool,
     /// A terminating toxic reached the connection: send these bytes and close at the next
     /// message boundary.
     terminate: Option<(Bytes, String)>,
@@ -210,6 +212,7 @@ impl<'a> Link<'a> {
             framing,
             blackholed: false,
             pieces: Vec::new(),
+            byte_toxics: false,
             terminate: None,
         }
     }
@@ -310,7 +313,7 @@ impl<'a> Link<'a> {
                 None
             }
             Ok(_) if self.framing.is_some() => self.frame().await,
-            Ok(_) if self.stages.is_empty() && self.queue.is_empty() => {
+            Ok(_) if !self.byte_toxics && self.queue.is_empty() => {
                 let data = std::mem::take(&mut self.buf);
                 let result = self.write_all(&data).await;
                 self.buf = data;
@@ -354,7 +357,7 @@ impl<'a> Link<'a> {
     async fn carry_out(&mut self, pieces: &mut Vec<Piece>, now: Instant) -> Option<LinkEnd> {
         for piece in pieces.drain(..) {
             let chunk = match piece {
-                Piece::Forward(bytes) if self.stages.is_empty() && self.queue.is_empty() => {
+                Piece::Forward(bytes) if !self.byte_toxics && self.queue.is_empty() => {
                     if let Err(end) = self.write_all(&bytes).await {
                         return Some(end);
                     }
@@ -504,6 +507,16 @@ impl<'a> Link<'a> {
                 }
             };
             self.stages.push(stage);
+        }
+        self.byte_toxics = self
+            .stages
+            .iter()
+            .any(|s| s.toxic.config.protocol().is_none());
+        // A termination still waiting for a boundary is dropped with its toxic.
+        if let Some((_, toxic)) = &self.terminate
+            && !self.stages.iter().any(|s| &s.toxic.name == toxic)
+        {
+            self.terminate = None;
         }
         self.try_terminate();
         if old.is_empty() {

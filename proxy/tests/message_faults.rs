@@ -693,3 +693,86 @@ async fn malformed_input_closes_only_that_connection() {
     let pong: String = redis::cmd("PING").query_async(&mut good).await.unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// Regression (review): a fault matching EXEC rewrote it into an EVAL, which MULTI queued, and
+/// the connection stayed inside MULTI for good. Control commands are never rewritten.
+#[tokio::test]
+async fn redis_transactions_survive_a_blanket_error_fault() {
+    let h = Harness::start().await;
+    let (_server, addr) = redis_proxy(&h).await;
+    h.toxic(
+        "redis",
+        json!({"name": "all", "type": "redis_error", "attributes": {"error": "LOADING"}}),
+    )
+    .await;
+    let mut conn = redis_at(addr).await;
+    let mut tx = redis::pipe();
+    tx.atomic().cmd("SET").arg("t").arg("1").cmd("GET").arg("t");
+    let err = tx.query_async::<Value2>(&mut conn).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("loading"), "{err}");
+    h.remove_toxic("redis", "all").await;
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG", "the connection must not be left inside MULTI");
+}
+
+/// Regression (review): COPY FROM STDIN sends Syncs the server ignores, which put the old
+/// batch counting out of step; injections after a COPY must still come out clean.
+#[tokio::test]
+async fn pg_error_after_copy_stays_in_step() {
+    use futures_util::SinkExt;
+    let h = Harness::start().await;
+    let (_server, addr) = postgres_proxy(&h).await;
+    let client = pg_at(addr).await;
+    client
+        .batch_execute("CREATE TABLE c (v int)")
+        .await
+        .unwrap();
+    h.toxic(
+        "pg",
+        json!({"type": "pg_error", "attributes": {"match": {"sql": "boom"}, "sqlstate": "57014"}}),
+    )
+    .await;
+    for round in 0..3 {
+        let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+        let mut sink = Box::pin(sink);
+        sink.send(bytes::Bytes::from_static(b"1\n2\n"))
+            .await
+            .unwrap();
+        assert_eq!(sink.as_mut().finish().await.unwrap(), 2, "round {round}");
+        let err = client.query_one("SELECT 'boom'", &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "57014", "round {round}");
+        assert_eq!(
+            client
+                .query_one("SELECT 9", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            9
+        );
+    }
+}
+
+/// Faults that could never act are refused when added, not silently counted.
+#[tokio::test]
+async fn impossible_faults_are_refused() {
+    let h = Harness::start().await;
+    let (_server, _addr) = postgres_proxy(&h).await;
+    for (toxic, expected) in [
+        (
+            json!({"type": "pg_refuse", "attributes": {"match": {"table": "x"}}}),
+            "only `client`",
+        ),
+        (
+            json!({"type": "pg_error", "attributes": {"message": "a $chaos$ b"}}),
+            "cannot raise",
+        ),
+        (
+            json!({"type": "pg_error", "attributes": {"sqlstate": "00000"}}),
+            "cannot raise",
+        ),
+    ] {
+        let (status, body) = h.call("POST", "/proxies/pg/toxics", Some(toxic)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(expected), "{body}");
+    }
+}

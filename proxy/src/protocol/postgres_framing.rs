@@ -14,17 +14,19 @@
 //!   DO statement on the unnamed statement and portal; the server raises, then discards the rest
 //!   of the batch up to `Sync` as after any error. The backend side removes the
 //!   `ParseComplete`/`BindComplete` pair this adds, so the client sees what a failing Execute
-//!   gives: ErrorResponse, then ReadyForQuery.
+//!   gives: ErrorResponse, then ReadyForQuery. It removes a pair only when the ErrorResponse
+//!   right after it carries exactly the injected SQLSTATE and message, so it never takes the
+//!   client's own pair, and nothing has to stay in step with the client's Syncs, COPY or
+//!   pipelining.
 //! - `pg_refuse` answers a StartupMessage with a FATAL ErrorResponse and closes.
 //!
-//! The two sides share which batches carry an injected Execute, numbering batches by the
-//! messages that end in a `ReadyForQuery` (startup, Query, Sync, FunctionCall).
-//! Limitation: if a real error earlier in the same batch makes the server skip the injected
-//! Execute, and the real error itself came right after the client's own Parse and Bind, the
-//! backend side takes that pair for ours and drops it.
+//! Limitations: the injected Parse/Bind use the unnamed statement and portal, so a client that
+//! binds the unnamed statement again without a new Parse runs the RAISE again; a `pg_error` on
+//! COMMIT leaves the transaction aborted (`E`), where a real failed COMMIT ends it, so the
+//! client must ROLLBACK.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,9 +39,6 @@ use super::postgres::{
 };
 use crate::message::Action;
 use crate::toxics::message_faults::Request;
-
-/// Tags of the frontend messages that end in a ReadyForQuery besides Query and Sync.
-const FUNCTION_CALL: u8 = b'F';
 
 /// Messages larger than this (DataRow, CopyData, a Bind with big parameters) are forwarded as
 /// they arrive instead of being buffered whole: a message may be up to 1 GiB. Only the
@@ -67,82 +66,95 @@ fn bind_names(message: &[u8]) -> Option<(String, String)> {
     ))
 }
 
-/// Which batches carry an injected Execute whose ParseComplete/BindComplete must be removed.
-///
-/// Batches are numbered in the order their ReadyForQuery comes back (startup, each Query, Sync
-/// and FunctionCall): the frontend counts what it sends, the backend what it receives, so the
-/// common case (nothing injected) costs the backend one atomic load per message, no lock.
-#[derive(Debug)]
-struct Batches {
-    /// Numbers of batches with an injection, oldest first.
-    injected: Mutex<VecDeque<u64>>,
-    /// The oldest number in `injected`, or `u64::MAX`.
-    next: AtomicU64,
+/// Errors the frontend injected into Executes and the backend has not seen yet, as
+/// (SQLSTATE, message). The backend's common case (none pending) is one atomic load.
+#[derive(Debug, Default)]
+struct Injections {
+    pending: AtomicUsize,
+    expected: Mutex<VecDeque<(String, String)>>,
 }
 
-impl Default for Batches {
-    fn default() -> Self {
-        Batches {
-            injected: Mutex::new(VecDeque::new()),
-            next: AtomicU64::new(u64::MAX),
+/// Injections whose error never came back (the server skipped them after an earlier real
+/// error) are forgotten beyond this many.
+const MAX_PENDING_INJECTIONS: usize = 1024;
+
+impl Injections {
+    fn expect(&self, code: &str, message: &str) {
+        let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        if expected.len() >= MAX_PENDING_INJECTIONS {
+            expected.pop_front();
         }
+        expected.push_back((code.to_owned(), message.to_owned()));
+        self.pending.store(expected.len(), Ordering::Release);
+    }
+
+    fn any(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether an ErrorResponse with these fields is one we injected (and forgets it).
+    fn take(&self, code: &[u8], message: &[u8]) -> bool {
+        let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        let found = expected
+            .iter()
+            .position(|(c, m)| c.as_bytes() == code && m.as_bytes() == message);
+        if let Some(i) = found {
+            expected.remove(i);
+            self.pending.store(expected.len(), Ordering::Release);
+        }
+        found.is_some()
     }
 }
 
-impl Batches {
-    fn mark(&self, batch: u64) {
-        let mut injected = self.injected.lock().unwrap_or_else(|e| e.into_inner());
-        injected.push_back(batch);
-        self.next.store(injected[0], Ordering::Release);
-    }
-
-    /// Whether `batch` still waits for its injected pair to be removed.
-    fn pending(&self, batch: u64) -> bool {
-        self.next.load(Ordering::Acquire) == batch
-    }
-
-    /// `batch` is done with (its pair was removed, or its ReadyForQuery came).
-    fn done(&self, batch: u64) {
-        if self.next.load(Ordering::Acquire) > batch {
-            return;
+/// The SQLSTATE (`C`) and message (`M`) fields of a whole ErrorResponse message.
+fn error_fields(message: &[u8]) -> (&[u8], &[u8]) {
+    let (mut code, mut text): (&[u8], &[u8]) = (b"", b"");
+    let mut fields = message.get(5..).unwrap_or_default();
+    while let Some((&kind, rest)) = fields.split_first() {
+        if kind == 0 {
+            break;
         }
-        let mut injected = self.injected.lock().unwrap_or_else(|e| e.into_inner());
-        while injected.front().is_some_and(|b| *b <= batch) {
-            injected.pop_front();
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        match kind {
+            b'C' => code = &rest[..end],
+            b'M' => text = &rest[..end],
+            _ => {}
         }
-        self.next.store(
-            injected.front().copied().unwrap_or(u64::MAX),
-            Ordering::Release,
-        );
+        fields = rest.get(end + 1..).unwrap_or_default();
     }
+    (code, text)
 }
+
+/// Prepared statements and portals remembered per connection before the maps are cleared
+/// (Close is not tracked, so a client preparing without end must not grow the proxy).
+const MAX_NAMES: usize = 10_000;
 
 /// Records `value` under `key` unless it is already there (most clients reuse names, so this
 /// allocates only when something changed).
 fn remember(map: &mut HashMap<String, String>, key: &str, value: &str) {
     if map.get(key).is_none_or(|v| v != value) {
+        if map.len() >= MAX_NAMES {
+            map.clear();
+        }
         map.insert(key.to_owned(), value.to_owned());
     }
 }
 
 /// The framings of both directions of one Postgres connection.
 pub fn framings() -> (PgFrontend, PgBackend) {
-    let batches = Arc::new(Batches::default());
+    let injections = Arc::new(Injections::default());
     (
         PgFrontend {
             framer: FrontendFramer::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
-            injected: false,
-            sent: 0,
             streaming: 0,
-            batches: Arc::clone(&batches),
+            injections: Arc::clone(&injections),
         },
         PgBackend {
             held: Vec::new(),
-            received: 0,
             streaming: 0,
-            batches,
+            injections,
         },
     )
 }
@@ -154,25 +166,12 @@ pub struct PgFrontend {
     statements: HashMap<String, String>,
     /// Portal name -> statement name (from Bind).
     portals: HashMap<String, String>,
-    /// The batch being sent (up to the next Sync) carries an injected Execute.
-    injected: bool,
-    /// Batches sent so far (messages that end in a ReadyForQuery).
-    sent: u64,
     /// Bytes of a large message still to forward unframed.
     streaming: usize,
-    batches: Arc<Batches>,
+    injections: Arc<Injections>,
 }
 
 impl PgFrontend {
-    /// A message that ends in a ReadyForQuery was sent; `injected` if its batch carries an
-    /// injected Execute.
-    fn batch(&mut self, injected: bool) {
-        if injected {
-            self.batches.mark(self.sent);
-        }
-        self.sent += 1;
-    }
-
     /// Starts streaming a large message at the front of the unread bytes, if it is one: returns
     /// false to frame it whole instead.
     fn stream_large(&mut self, rest: &[u8]) -> Result<bool, FramingError> {
@@ -212,22 +211,23 @@ enum Outcome {
     Blackhole(String),
 }
 
-/// What a statement-level action becomes; `raise` builds the replacement for an error.
+/// What a statement-level action becomes; `raise` builds the replacement for an error, which
+/// is returned too (SQLSTATE, message).
 fn statement_outcome(
     decision: Option<(Action, String)>,
     raise: impl FnOnce(&str) -> Bytes,
-) -> (Outcome, bool) {
+) -> (Outcome, Option<(String, String)>) {
     match decision {
-        None => (Outcome::Keep, false),
+        None => (Outcome::Keep, None),
         Some((action, toxic)) => match action {
-            Action::Delay(delay) => (Outcome::Delay(delay), false),
+            Action::Delay(delay) => (Outcome::Delay(delay), None),
             Action::Error { code, message } => match raise_sql(&code, &message) {
-                Ok(sql) => (Outcome::Replace(raise(&sql)), true),
-                Err(_) => (Outcome::Keep, false),
+                Ok(sql) => (Outcome::Replace(raise(&sql)), Some((code, message))),
+                Err(_) => (Outcome::Keep, None),
             },
-            Action::Drop => (Outcome::Close(toxic), false),
-            Action::Blackhole => (Outcome::Blackhole(toxic), false),
-            Action::LoseWrite | Action::Refuse { .. } => (Outcome::Keep, false),
+            Action::Drop => (Outcome::Close(toxic), None),
+            Action::Blackhole => (Outcome::Blackhole(toxic), None),
+            Action::LoseWrite | Action::Refuse { .. } => (Outcome::Keep, None),
         },
     }
 }
@@ -261,13 +261,9 @@ impl Framing for PgFrontend {
                     Some((Action::Refuse { code, message }, toxic)) => {
                         Outcome::ReplyAndClose(error_response("FATAL", &code, &message), toxic)
                     }
-                    _ => {
-                        self.batch(false);
-                        Outcome::Keep
-                    }
+                    _ => Outcome::Keep,
                 },
                 Frontend::Query { sql } => {
-                    self.batch(false);
                     let decision = decide(&Request::PgStatement { sql });
                     statement_outcome(decision, query).0
                 }
@@ -295,19 +291,12 @@ impl Framing for PgFrontend {
                                 bytes.extend_from_slice(&execute(""));
                                 bytes.freeze()
                             });
-                            self.injected |= injected;
+                            if let Some((code, message)) = injected {
+                                self.injections.expect(&code, &message);
+                            }
                             outcome
                         }
                     }
-                }
-                Frontend::Sync => {
-                    let injected = std::mem::take(&mut self.injected);
-                    self.batch(injected);
-                    Outcome::Keep
-                }
-                Frontend::Other { tag: FUNCTION_CALL } => {
-                    self.batch(false);
-                    Outcome::Keep
                 }
                 _ => Outcome::Keep,
             };
@@ -354,13 +343,11 @@ impl Framing for PgFrontend {
 /// The server -> client side: removes the ParseComplete/BindComplete pair an injected Execute
 /// adds (held back until the next message shows whether it is ours).
 pub struct PgBackend {
-    /// ParseComplete, then BindComplete, held while a batch waits for its injected pair.
+    /// ParseComplete, then BindComplete, held while an injected error is expected.
     held: Vec<(Backend, Bytes)>,
-    /// ReadyForQuery messages received so far: the number of the batch now answering.
-    received: u64,
     /// Bytes of a large message still to forward unframed.
     streaming: usize,
-    batches: Arc<Batches>,
+    injections: Arc<Injections>,
 }
 
 impl PgBackend {
@@ -401,18 +388,15 @@ impl Framing for PgBackend {
                 Ok(None) => break,
                 Err(e) => return Err(FramingError(format!("postgres: {e}"))),
             };
-            if !self.batches.pending(self.received) {
-                if matches!(message, Backend::ReadyForQuery { .. }) {
-                    self.received += 1;
-                }
+            if self.held.is_empty() && !self.injections.any() {
                 run.keep(len);
                 continue;
             }
-            // This batch carries an injected Execute: hold ParseComplete, BindComplete.
-            let held_kinds: Vec<&Backend> = self.held.iter().map(|(kind, _)| kind).collect();
-            let expected = match held_kinds.as_slice() {
+            // An injected error is expected: hold ParseComplete, then BindComplete, until the
+            // next message shows whether they were ours.
+            let expected = match self.held.as_slice() {
                 [] => matches!(message, Backend::ParseComplete),
-                [Backend::ParseComplete] => matches!(message, Backend::BindComplete),
+                [(Backend::ParseComplete, _)] => matches!(message, Backend::BindComplete),
                 _ => false,
             };
             if expected {
@@ -420,10 +404,12 @@ impl Framing for PgBackend {
                 self.held.push((message, bytes));
                 continue;
             }
-            let ours = self.held.len() == 2 && matches!(message, Backend::ErrorResponse);
+            let ours = self.held.len() == 2 && matches!(message, Backend::ErrorResponse) && {
+                let (code, text) = error_fields(&buf[run.offset()..run.offset() + len]);
+                self.injections.take(code, text)
+            };
             if ours {
                 self.held.clear();
-                self.batches.done(self.received);
             } else {
                 run.flush(buf, out);
                 self.release(out);
@@ -433,13 +419,15 @@ impl Framing for PgBackend {
                     continue;
                 }
             }
-            if matches!(message, Backend::ReadyForQuery { .. }) {
-                self.batches.done(self.received);
-                self.received += 1;
-            }
             run.keep(len);
         }
         run.flush(buf, out);
+        // The server sends an injected pair and its error in one flush. With nothing more
+        // buffered, the pair is the client's own (it may be waiting for it after a Flush):
+        // never hold it across reads.
+        if buf.is_empty() {
+            self.release(out);
+        }
         Ok(())
     }
 }

@@ -55,6 +55,7 @@ impl Framing for RedisRequests {
                         Action::Error { message, .. } => {
                             Outcome::Replace(eval_command(&error_script(&message)))
                         }
+                        // Only writes it can fake get this far (the fault checked).
                         Action::LoseWrite => match lose_write_script(&cmd) {
                             Some(script) => Outcome::Replace(eval_command(script)),
                             None => Outcome::Keep,

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::noop::NoopConfig;
 use super::{Direction, ToxicAttributes, ToxicState};
 use crate::message::{Action, ClientMatch, Pattern, Protocol, Selection};
-use crate::protocol::postgres::{StatementKind, statement_kind, tables};
-use crate::protocol::redis::{Command, is_celery_broker};
+use crate::protocol::postgres::{StatementKind, raise_sql, statement_kind, tables};
+use crate::protocol::redis::{Command, is_celery_broker, lose_write_script};
 
 /// A request as message faults see it.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +68,11 @@ pub trait Matcher: Serialize + DeserializeOwned + Default + Clone + PartialEq {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether conditions on statements (not sessions) are given.
+    fn names_statements(&self) -> bool {
+        false
+    }
 }
 
 /// What a message fault does to the requests it picks.
@@ -81,6 +86,12 @@ pub trait FaultAction: Serialize + DeserializeOwned + Default + Clone + PartialE
     /// Whether the fault only applies to session startups (`pg_refuse`).
     fn at_startup(&self) -> bool {
         false
+    }
+
+    /// Whether the action can be carried out on this request at all (checked before the
+    /// selection draw, so counts and events stay honest).
+    fn applies_to(&self, _request: &Request<'_>) -> bool {
+        true
     }
 }
 
@@ -104,11 +115,18 @@ impl<M: Matcher, A: FaultAction> MessageFault<M, A> {
     /// holds the toxic's hit counter).
     pub fn action_for(&self, request: &Request<'_>, client: IpAddr) -> Option<Action> {
         let startup = matches!(request, Request::PgStartup);
-        (startup == self.action.at_startup() && self.matcher.matches(request, client))
-            .then(|| self.action.action())
+        (startup == self.action.at_startup()
+            && self.action.applies_to(request)
+            && self.matcher.matches(request, client))
+        .then(|| self.action.action())
     }
 
     fn check(&self) -> Result<(), String> {
+        if self.action.at_startup() && self.matcher.names_statements() {
+            return Err(
+                "this fault acts on sessions: only `client` can be given in `match`".into(),
+            );
+        }
         self.matcher.validate()?;
         self.action.validate()?;
         self.selection.validate()
@@ -225,6 +243,10 @@ pub struct PgMatch {
 
 impl Matcher for PgMatch {
     const PROTOCOL: Protocol = Protocol::Postgres;
+
+    fn names_statements(&self) -> bool {
+        self.sql.is_some() || !self.kind.is_empty() || self.table.is_some()
+    }
 
     fn matches(&self, request: &Request<'_>, client: IpAddr) -> bool {
         if self.client.as_ref().is_some_and(|c| !c.matches(client)) {
@@ -352,6 +374,36 @@ impl FaultAction for LoseWrite {
     fn action(&self) -> Action {
         Action::LoseWrite
     }
+
+    /// Only writes whose usual reply can be faked (see `lose_write_script`).
+    fn applies_to(&self, request: &Request<'_>) -> bool {
+        matches!(request, Request::Redis(command) if !is_control(command) && lose_write_script(command).is_some())
+    }
+}
+
+/// Commands that change the connection's own state (transactions, protocol, auth,
+/// subscriptions): rewriting one into an EVAL would leave the connection in a state the client
+/// does not know, so `redis_error` and `redis_lose_write` never act on them.
+const CONTROL_COMMANDS: [&str; 15] = [
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "RESET",
+    "QUIT",
+    "HELLO",
+    "AUTH",
+    "SELECT",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SSUBSCRIBE",
+];
+
+fn is_control(command: &Command<'_>) -> bool {
+    CONTROL_COMMANDS.iter().any(|name| command.is(name)) || command.is("SUNSUBSCRIBE")
 }
 
 /// Checks a SQLSTATE: five characters 0-9 A-Z.
@@ -400,7 +452,10 @@ impl FaultAction for PgErrorAction {
     }
 
     fn validate(&self) -> Result<(), String> {
-        check_sqlstate(&self.sqlstate)
+        check_sqlstate(&self.sqlstate)?;
+        raise_sql(&self.sqlstate, &self.message)
+            .map(|_| ())
+            .map_err(|e| format!("pg_error cannot raise this: {e}"))
     }
 }
 
@@ -494,6 +549,10 @@ impl FaultAction for RedisErrorAction {
             return Err("error must be a non-empty single line".into());
         }
         Ok(())
+    }
+
+    fn applies_to(&self, request: &Request<'_>) -> bool {
+        !matches!(request, Request::Redis(command) if is_control(command))
     }
 }
 

@@ -453,11 +453,15 @@ impl ToxicConfig {
         matches!(self, ToxicConfig::ResetPeer(_) | ToxicConfig::Timeout(_))
     }
 
-    /// Whether the toxic delays chunks (so removing it should let queued chunks go at once).
+    /// Whether the toxic delays chunks or requests (removing it lets queued ones go at once).
     pub fn delays(&self) -> bool {
         matches!(
             self,
-            ToxicConfig::Latency(_) | ToxicConfig::Bandwidth(_) | ToxicConfig::Slicer(_)
+            ToxicConfig::Latency(_)
+                | ToxicConfig::Bandwidth(_)
+                | ToxicConfig::Slicer(_)
+                | ToxicConfig::PgDelay(_)
+                | ToxicConfig::RedisDelay(_)
         )
     }
 
