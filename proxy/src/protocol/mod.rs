@@ -18,7 +18,10 @@ use framing::Framing;
 pub fn framings(protocol: Protocol) -> [Option<Box<dyn Framing>>; 2] {
     match protocol {
         Protocol::Tcp => [None, None],
-        Protocol::Redis => [Some(Box::new(redis_framing::RedisRequests)), None],
+        Protocol::Redis => [
+            Some(Box::new(redis_framing::RedisRequests::default())),
+            None,
+        ],
         Protocol::Postgres => {
             let (frontend, backend) = postgres_framing::framings();
             [Some(Box::new(frontend)), Some(Box::new(backend))]

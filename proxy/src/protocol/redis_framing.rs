@@ -12,13 +12,25 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::framing::{Decide, Framing, FramingError, Piece, Run};
-use super::redis::{command, error_script, eval_command, lose_write_script, request_len};
+use super::redis::{Framer, command, error_script, eval_command, lose_write_script};
 use crate::message::Action;
 use crate::toxics::message_faults::Request;
 
 /// The request side of a Redis connection.
-#[derive(Debug, Default)]
-pub struct RedisRequests;
+#[derive(Debug)]
+pub struct RedisRequests {
+    /// Resumable: a large request arriving over many reads is scanned once, not from its start
+    /// on every read.
+    framer: Framer,
+}
+
+impl Default for RedisRequests {
+    fn default() -> Self {
+        RedisRequests {
+            framer: Framer::for_requests(),
+        }
+    }
+}
 
 /// What becomes of one command.
 enum Outcome {
@@ -41,7 +53,7 @@ impl Framing for RedisRequests {
             let rest = &buf[run.offset()..];
             // Requests split as redis-server splits them: `*` starts an array, any other line
             // is an inline command.
-            let len = match request_len(rest) {
+            let len = match self.framer.frame_len(rest) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => return Err(FramingError(format!("redis: {e}"))),
@@ -79,12 +91,14 @@ impl Framing for RedisRequests {
                 Outcome::Close(toxic) => {
                     run.flush(buf, out);
                     buf.clear();
+                    self.framer.reset();
                     out.push(Piece::Close(toxic));
                     return Ok(());
                 }
                 Outcome::Blackhole(toxic) => {
                     run.flush(buf, out);
                     buf.clear();
+                    self.framer.reset();
                     out.push(Piece::Blackhole(toxic));
                     return Ok(());
                 }
