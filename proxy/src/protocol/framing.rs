@@ -55,6 +55,25 @@ pub trait Framing: Send + Sync {
     }
 }
 
+/// What becomes of one framed message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Forward it unchanged (with its neighbours, in one piece).
+    Keep,
+    /// Forward these bytes instead.
+    Replace(Bytes),
+    /// Forward it after this long.
+    Delay(Duration),
+    /// Send these bytes back to the sender instead.
+    Reply(Bytes),
+    /// Send these bytes back to the sender, then close; a fault of this name asked.
+    ReplyAndClose(Bytes, String),
+    /// Close the connection here; a fault of this name asked.
+    Close(String),
+    /// Swallow this and everything after it; a fault of this name asked.
+    Blackhole(String),
+}
+
 /// Collects consecutive forwarded messages at the front of a buffer into one piece.
 #[derive(Debug, Default)]
 pub struct Run {
@@ -84,5 +103,54 @@ impl Run {
     pub fn take(&mut self, buf: &mut BytesMut, len: usize, out: &mut Vec<Piece>) -> Bytes {
         self.flush(buf, out);
         buf.split_to(len).freeze()
+    }
+
+    /// Carries out the outcome of the `len`-byte message at [`Run::offset`]. Returns true when
+    /// framing must stop: the connection closes or is black-holed, and the rest of `buf` is
+    /// dropped.
+    pub fn apply(
+        &mut self,
+        outcome: Outcome,
+        buf: &mut BytesMut,
+        len: usize,
+        out: &mut Vec<Piece>,
+    ) -> bool {
+        let last = match outcome {
+            Outcome::Keep => {
+                self.keep(len);
+                return false;
+            }
+            Outcome::Replace(bytes) => {
+                self.take(buf, len, out);
+                out.push(Piece::Forward(bytes));
+                return false;
+            }
+            Outcome::Delay(delay) => {
+                let message = self.take(buf, len, out);
+                out.push(Piece::Delayed(message, delay));
+                return false;
+            }
+            Outcome::Reply(bytes) => {
+                self.take(buf, len, out);
+                out.push(Piece::Reply(bytes));
+                return false;
+            }
+            Outcome::ReplyAndClose(bytes, toxic) => {
+                self.flush(buf, out);
+                out.push(Piece::Reply(bytes));
+                Piece::Close(toxic)
+            }
+            Outcome::Close(toxic) => {
+                self.flush(buf, out);
+                Piece::Close(toxic)
+            }
+            Outcome::Blackhole(toxic) => {
+                self.flush(buf, out);
+                Piece::Blackhole(toxic)
+            }
+        };
+        out.push(last);
+        buf.clear();
+        true
     }
 }

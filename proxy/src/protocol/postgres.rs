@@ -702,8 +702,10 @@ pub fn raise_sql(sqlstate: &str, message: &str) -> Result<String, RaiseError> {
     ))
 }
 
-/// What a SQL statement does, from its first keyword (see [`statement_kind`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a SQL statement does, from its first keyword (see [`statement_kind`]). Also the
+/// `kind` of a `pg_*` fault's `match`, in lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StatementKind {
     /// `SELECT`, `VALUES`, `TABLE name`.
     Select,

@@ -28,11 +28,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::framing::{Decide, Framing, FramingError, Piece, Run};
+use super::framing::{Decide, Framing, FramingError, Outcome, Piece, Run};
 use super::postgres::{
     Backend, Frontend, FrontendFramer, bind, error_response, execute, frontend_tag, parse,
     parse_backend, query, raise_sql, typed_header,
@@ -201,16 +200,6 @@ impl PgFrontend {
     }
 }
 
-enum Outcome {
-    Keep,
-    Replace(Bytes),
-    Delay(Duration),
-    Reply(Bytes),
-    ReplyAndClose(Bytes, String),
-    Close(String),
-    Blackhole(String),
-}
-
 /// What a statement-level action becomes; `raise` builds the replacement for an error, which
 /// is returned too (SQLSTATE, message).
 fn statement_outcome(
@@ -300,39 +289,8 @@ impl Framing for PgFrontend {
                 }
                 _ => Outcome::Keep,
             };
-            match outcome {
-                Outcome::Keep => run.keep(len),
-                Outcome::Replace(bytes) => {
-                    run.take(buf, len, out);
-                    out.push(Piece::Forward(bytes));
-                }
-                Outcome::Delay(delay) => {
-                    let message = run.take(buf, len, out);
-                    out.push(Piece::Delayed(message, delay));
-                }
-                Outcome::Reply(bytes) => {
-                    run.take(buf, len, out);
-                    out.push(Piece::Reply(bytes));
-                }
-                Outcome::ReplyAndClose(bytes, toxic) => {
-                    run.flush(buf, out);
-                    buf.clear();
-                    out.push(Piece::Reply(bytes));
-                    out.push(Piece::Close(toxic));
-                    return Ok(());
-                }
-                Outcome::Close(toxic) => {
-                    run.flush(buf, out);
-                    buf.clear();
-                    out.push(Piece::Close(toxic));
-                    return Ok(());
-                }
-                Outcome::Blackhole(toxic) => {
-                    run.flush(buf, out);
-                    buf.clear();
-                    out.push(Piece::Blackhole(toxic));
-                    return Ok(());
-                }
+            if run.apply(outcome, buf, len, out) {
+                return Ok(());
             }
         }
         run.flush(buf, out);

@@ -7,11 +7,9 @@
 //! position of a pipeline, and inside MULTI it is queued like any command. Replies are not
 //! framed at all: the downstream link is plain bytes.
 
-use std::time::Duration;
+use bytes::BytesMut;
 
-use bytes::{Bytes, BytesMut};
-
-use super::framing::{Decide, Framing, FramingError, Piece, Run};
+use super::framing::{Decide, Framing, FramingError, Outcome, Piece, Run};
 use super::redis::{Framer, command, error_script, eval_command, lose_write_script};
 use crate::message::Action;
 use crate::toxics::message_faults::Request;
@@ -30,15 +28,6 @@ impl Default for RedisRequests {
             framer: Framer::for_requests(),
         }
     }
-}
-
-/// What becomes of one command.
-enum Outcome {
-    Keep,
-    Replace(Bytes),
-    Delay(Duration),
-    Close(String),
-    Blackhole(String),
 }
 
 impl Framing for RedisRequests {
@@ -78,30 +67,9 @@ impl Framing for RedisRequests {
                     },
                 },
             };
-            match outcome {
-                Outcome::Keep => run.keep(len),
-                Outcome::Replace(bytes) => {
-                    run.take(buf, len, out);
-                    out.push(Piece::Forward(bytes));
-                }
-                Outcome::Delay(delay) => {
-                    let message = run.take(buf, len, out);
-                    out.push(Piece::Delayed(message, delay));
-                }
-                Outcome::Close(toxic) => {
-                    run.flush(buf, out);
-                    buf.clear();
-                    self.framer.reset();
-                    out.push(Piece::Close(toxic));
-                    return Ok(());
-                }
-                Outcome::Blackhole(toxic) => {
-                    run.flush(buf, out);
-                    buf.clear();
-                    self.framer.reset();
-                    out.push(Piece::Blackhole(toxic));
-                    return Ok(());
-                }
+            if run.apply(outcome, buf, len, out) {
+                self.framer.reset();
+                return Ok(());
             }
         }
         run.flush(buf, out);

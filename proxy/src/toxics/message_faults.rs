@@ -188,41 +188,6 @@ message_faults! {
     RedisLoseWrite = RedisMatch, LoseWrite, "redis_lose_write";
 }
 
-/// Statement kinds a [`PgMatch`] can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// SELECT (and WITH ... SELECT).
-    Select,
-    /// INSERT.
-    Insert,
-    /// UPDATE.
-    Update,
-    /// DELETE.
-    Delete,
-    /// BEGIN / START TRANSACTION.
-    Begin,
-    /// COMMIT / END.
-    Commit,
-    /// ROLLBACK / ABORT.
-    Rollback,
-}
-
-impl Kind {
-    fn is(self, kind: StatementKind) -> bool {
-        matches!(
-            (self, kind),
-            (Kind::Select, StatementKind::Select)
-                | (Kind::Insert, StatementKind::Insert)
-                | (Kind::Update, StatementKind::Update)
-                | (Kind::Delete, StatementKind::Delete)
-                | (Kind::Begin, StatementKind::Begin)
-                | (Kind::Commit, StatementKind::Commit)
-                | (Kind::Rollback, StatementKind::Rollback)
-        )
-    }
-}
-
 /// Which Postgres statements a fault matches; every given condition must hold, none = all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -232,7 +197,7 @@ pub struct PgMatch {
     pub sql: Option<Pattern>,
     /// Statement kinds (any of them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub kind: Vec<Kind>,
+    pub kind: Vec<StatementKind>,
     /// A table the statement names (case-insensitive, schema ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
@@ -258,7 +223,7 @@ impl Matcher for PgMatch {
             Request::Redis(_) => return false,
         };
         self.sql.as_ref().is_none_or(|p| p.is_match(sql))
-            && (self.kind.is_empty() || self.kind.iter().any(|k| k.is(statement_kind(sql))))
+            && (self.kind.is_empty() || self.kind.contains(&statement_kind(sql)))
             && self
                 .table
                 .as_ref()
