@@ -11,6 +11,7 @@
 # a time, so the proxy's CPU time between two reads belongs to that target.
 # See bench/README.md. Usage: bench/protocol-passthrough.sh --help
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<'EOF'
@@ -39,9 +40,6 @@ older build: rebuild it, or run with --targets direct,tcp).
 EOF
 }
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 # ---------------------------------------------------------------- options
 TARGETS=direct,tcp,proto
 ROUNDS=3
@@ -52,8 +50,6 @@ REDIS_N=50000
 BENCH_TIMEOUT=120
 OUT=
 
-need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --targets) need_arg "$@"; TARGETS=$2; shift 2 ;;
@@ -68,33 +64,17 @@ while [[ $# -gt 0 ]]; do
     *) usage >&2; die "unknown option: $1" ;;
   esac
 done
-for v in ROUNDS SECONDS_RUN SCALE REDIS_N BENCH_TIMEOUT; do
-  is_uint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
-done
+uints_or_die ROUNDS SECONDS_RUN SCALE REDIS_N BENCH_TIMEOUT
 ((ROUNDS >= 1 && SECONDS_RUN >= 1 && SCALE >= 1 && REDIS_N >= 1 && BENCH_TIMEOUT >= 1)) \
   || die "--rounds, --seconds, --scale, --redis-requests and --bench-timeout must be >= 1"
 
 # Canonical order (direct, tcp, proto) whatever order --targets lists them in.
-declare -A WANT=()
-IFS=, read -r -a _t <<<"$TARGETS"
-for t in "${_t[@]}"; do
-  case $t in
-    direct|tcp|proto) WANT[$t]=1 ;;
-    protocol) WANT[proto]=1 ;;
-    "") ;;
-    *) die "unknown target '$t' (use direct, tcp, proto)" ;;
-  esac
-done
-T=()
-for t in direct tcp proto; do [[ -n ${WANT[$t]:-} ]] && T+=("$t"); done
-((${#T[@]} > 0)) || die "--targets selected nothing"
-has() { [[ -n ${WANT[$1]:-} ]]; }
+parse_targets "$TARGETS" "direct tcp proto" protocol=proto
 USE_PROXY=0
 { has tcp || has proto; } && USE_PROXY=1
 
 # ---------------------------------------------------------------- repo root, tools
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(git -C "$SCRIPT_DIR" rev-parse --show-toplevel 2>/dev/null || (cd "$SCRIPT_DIR/.." && pwd))
+ROOT=$(repo_root)
 cd "$ROOT"
 [[ -z $OUT || $OUT == /* ]] || OUT=$ROOT/$OUT
 
@@ -104,9 +84,8 @@ fi
 IS_ROOT=0
 [[ $(id -u) == 0 ]] && IS_ROOT=1
 
-missing=()
-need_tool() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (Debian package: $2)"); }
-need_exe() { [[ -n $PG_BIN && -x $PG_BIN/$1 ]] || missing+=("${PG_BIN:-/usr/lib/postgresql/*/bin}/$1 (Debian package: $2)"); }
+# need_exe NAME PACKAGE: like need_tool, for a PostgreSQL program in PG_BIN.
+need_exe() { [[ -n $PG_BIN && -x $PG_BIN/$1 ]] || MISSING_TOOLS+=("${PG_BIN:-/usr/lib/postgresql/*/bin}/$1 (Debian package: $2)"); }
 need_exe initdb postgresql
 need_exe postgres postgresql
 need_exe pg_ctl postgresql
@@ -114,16 +93,10 @@ need_exe pgbench postgresql
 need_exe pg_isready postgresql-client
 need_tool redis-server redis-server
 need_tool redis-benchmark redis-tools
-need_tool redis-cli redis-tools
-need_tool python3 python3
-need_tool timeout coreutils
-need_tool getconf libc-bin
+need_lib_tools
 ((USE_PROXY)) && need_tool curl curl
 ((IS_ROOT)) && need_tool runuser util-linux
-if ((${#missing[@]})); then
-  for m in "${missing[@]}"; do log "missing tool: $m"; done
-  die "install the packages above (apt-get install <package>) and re-run"
-fi
+tools_or_die
 # PostgreSQL refuses to run as root: as root, run its server-side tools as the postgres user.
 AS_PG=()
 if ((IS_ROOT)); then
@@ -133,8 +106,7 @@ fi
 
 CHAOS_SRC=
 if ((USE_PROXY)); then
-  CHAOS_SRC=${CHAOS_PROXY:-target/release/chaos-proxy}
-  [[ $CHAOS_SRC == /* ]] || CHAOS_SRC=$ROOT/$CHAOS_SRC
+  CHAOS_SRC=$(chaos_bin_path)
   # A concurrent cargo build may replace the binary: wait a little for it to come back.
   for ((i = 0; ; i++)); do
     [[ -x $CHAOS_SRC ]] && break
@@ -147,145 +119,33 @@ fi
 
 # ---------------------------------------------------------------- machine load
 CLK_TCK=$(getconf CLK_TCK)
-# Share of all CPUs busy over one second (from /proc/stat): other work skews every number here.
-cpu_busy_pct() {
-  local a b
-  a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0
-    for (i = 2; i <= 9; i++) t += y[i] - x[i]
-    idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
-}
-BUSY_START=$(cpu_busy_pct)
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-((BUSY_START <= 25)) || log "WARNING: the CPUs are already ${BUSY_START}% busy before starting;" \
-  "other work on this machine will skew the numbers (the report records this)"
+load_start
 export RUST_LOG=${RUST_LOG:-warn}
 T_START=$(date +%s)
 
 # ---------------------------------------------------------------- temp dir, processes, cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/protocol-passthrough.XXXXXX")
+bench_tmp protocol-passthrough
 PGDATA=$TMP/pgdata
-PIDS=()
 PG_STARTED=0
 
-# Only signal a pid that is still a child of this shell (guards against pid reuse).
-is_our_child() {
-  local s
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  local rest=${s##*) }
-  local -a f
-  read -r -a f <<<"$rest"
-  [[ ${f[1]} == "$$" ]]
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local pid i alive
-  # Clients first (pgbench, redis-benchmark), then the servers.
-  for pid in "${PIDS[@]}"; do
-    [[ $pid == "${PG_PID:-}" ]] && continue
-    is_our_child "$pid" && kill -TERM "$pid" 2>/dev/null || true
-  done
-  # PostgreSQL: a fast shutdown through pg_ctl (as root, postgres runs under runuser, which
-  # would SIGKILL it 2 s after forwarding a TERM).
+# Cleanup (lib.sh) stops the clients (pgbench, redis-benchmark) first; PostgreSQL gets a fast
+# shutdown through pg_ctl instead (as root, postgres runs under runuser, which would SIGKILL it
+# 2 s after forwarding a TERM).
+NO_TERM_PIDS=()
+on_cleanup() {
   if ((PG_STARTED)) && [[ -f $PGDATA/postmaster.pid ]]; then
     (cd "$TMP" && timeout 20 "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" stop -m fast -w -t 15 \
       >>"$TMP/pg_ctl.log" 2>&1) || true
   fi
-  for ((i = 0; i < 50; i++)); do
-    alive=0
-    for pid in "${PIDS[@]}"; do is_our_child "$pid" && alive=1; done
-    ((alive)) || break
-    ((i == 20)) && for pid in "${PIDS[@]}"; do is_our_child "$pid" && kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.1
-  done
-  for pid in "${PIDS[@]}"; do is_our_child "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if ((rc != 0)); then
-    log "stopped (exit $rc); last lines of the service logs:"
-    local f
-    for f in "$TMP"/*.log; do
-      [[ -s $f ]] || continue
-      printf -- '--- %s\n' "${f##*/}" >&2
-      tail -n 5 "$f" >&2 || true
-    done
-  fi
-  rm -rf "$TMP"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 ((IS_ROOT)) && chown postgres: "$TMP"
 cd "$TMP"   # the postgres user cannot read the repo root; every path below is absolute
 
-# start_bg NAME CMD...: start CMD in the background, log to $TMP/NAME.log, pid in LAST_PID.
-start_bg() {
-  local name=$1; shift
-  "$@" >"$TMP/$name.log" 2>&1 </dev/null &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-}
-
-alive_or_die() { kill -0 "$1" 2>/dev/null || die "$2 exited early (its log is printed below)"; }
-
-# Free loopback ports, chosen below the ephemeral range so that client connections can never
-# take one of them between our check and the service binding it.
-pick_ports() {
-  python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-lo, hi = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-cands = list(range(10000, lo)) if lo > 12000 else list(range(hi + 1, 65536))
-if len(cands) < 100:
-    cands = list(range(1024, 65536))
-random.shuffle(cands)
-out = []
-for p in cands:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        out.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(out) == n:
-        break
-print(" ".join(map(str, out)))
-EOF
-}
-
-cpu_ticks() { # utime+stime (fields 14, 15 of /proc/PID/stat; all threads), in clock ticks
-  local s rest
-  s=$(<"/proc/$1/stat")
-  rest=${s##*) }
-  local -a f
-  read -r -a f <<<"$rest"
-  echo $((f[11] + f[12]))
-}
-
-rcli() { timeout 5 redis-cli -h 127.0.0.1 -p "$1" "${@:2}" 2>/dev/null; }
-wait_ping() { # port pid name
-  local i
-  for ((i = 0; i < 100; i++)); do
-    [[ $(rcli "$1" ping || true) == PONG ]] && return 0
-    alive_or_die "$2" "$3"
-    sleep 0.1
-  done
-  die "$3 did not answer PING on port $1 within 10 s"
-}
-wait_pg() { # port pid name
-  local i
-  for ((i = 0; i < 300; i++)); do
-    timeout 5 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -U postgres -d postgres -t 2 && return 0
-    alive_or_die "$2" "$3"
-    sleep 0.1
-  done
-  die "$3 was not ready (pg_isready) on port $1 within 30 s"
+# wait_pg PORT PID NAME: wait up to 30 s for pg_isready on PORT; die if PID exits.
+wait_pg() {
+  wait_for 300 "$2" "$3" "was not ready (pg_isready) on port $1 within 30 s" \
+    timeout 5 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -U postgres -d postgres -t 2
 }
 
 # ---------------------------------------------------------------- start services
@@ -302,6 +162,7 @@ start_bg postgres "${AS_PG[@]}" "$PG_BIN/postgres" -D "$PGDATA" -p "$PG_PORT" -k
   -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
   -c autovacuum=off -c max_connections=100 -c logging_collector=off
 PG_PID=$LAST_PID
+NO_TERM_PIDS=("$PG_PID")
 PG_STARTED=1
 wait_pg "$PG_PORT" "$PG_PID" postgres
 log "pgbench -i -s $SCALE"
@@ -314,11 +175,6 @@ start_bg redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --ap
 REDIS_PID=$LAST_PID
 wait_ping "$REDIS_PORT" "$REDIS_PID" redis-server
 
-api() { # METHOD PATH [BODY] -> prints HTTP status, body in $TMP/api.out
-  local args=(-s -o "$TMP/api.out" -w '%{http_code}' --max-time 10 -X "$1" "http://127.0.0.1:$API_PORT$2")
-  [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' -d "$3")
-  curl "${args[@]}" || echo 000
-}
 need_newer_build() {
   log "ERROR: $CHAOS_SRC does not support protocol-aware proxies: $1"
   log "a newer build is needed (cargo build --release -p chaos_proxy), or run with --targets direct,tcp"
@@ -358,14 +214,7 @@ if ((USE_PROXY)); then
   chmod 755 "$CHAOS_BIN"
   CHAOS_SHA=$(sha256sum "$CHAOS_BIN" | cut -c1-12)
   log "starting chaos-proxy ($CHAOS_SRC, built $CHAOS_MTIME) --host 127.0.0.1 --port $API_PORT"
-  start_bg chaos "$CHAOS_BIN" --host 127.0.0.1 --port "$API_PORT"
-  CHAOS_PID=$LAST_PID
-  for ((i = 0; ; i++)); do
-    [[ $(api GET /version) == 200 ]] && break
-    alive_or_die "$CHAOS_PID" chaos-proxy
-    ((i < 100)) || die "chaos-proxy API did not answer on port $API_PORT within 10 s"
-    sleep 0.1
-  done
+  start_chaos "$CHAOS_BIN"
   if has proto; then
     # Protocol proxies first: an old binary is detected before anything else is set up.
     create_proxy pg_proto "$P_PG_PROTO" "$PG_PORT" postgres
@@ -394,37 +243,21 @@ RESULTS=$TMP/results.tsv   # target  scenario  metric  round  value
 : >"$RESULTS"
 emit() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
 
-# run_bg TIMEOUT OUTFILE CMD...: run CMD under timeout in the background (so INT/TERM reach our
-# trap at once), wait for it; returns its status.
-run_bg() {
-  local lim=$1 out=$2; shift 2
-  timeout -k 5 "$lim" "$@" >"$out" 2>"$out.err" </dev/null &
-  local bpid=$!
-  PIDS+=("$bpid")
-  wait "$bpid"
-}
-
 # pg TARGET SCENARIO ROUND CLIENTS THREADS MODE SECONDS
 pg() {
   local t=$1 scen=$2 rnd=$3 c=$4 j=$5 mode=$6 secs=$7
-  local out=$TMP/pgbench.out pid=${PROC[$t]:-} t0=0 t1=0 n tps lat p50
+  local out=$TMP/pgbench.out pid=${PROC[$t]:-} n tps lat p50
   rm -f "$TMP"/pglog.*
-  [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
-  run_bg "$((secs + 60))" "$out" "$PG_BIN/pgbench" -S -n -c "$c" -j "$j" -T "$secs" -M "$mode" \
+  run_measured "$((secs + 60))" "$out" "$pid" chaos-proxy "$PG_BIN/pgbench" -S -n -c "$c" -j "$j" -T "$secs" -M "$mode" \
     -l --log-prefix="$TMP/pglog" -h 127.0.0.1 -p "${PGPORT[$t]}" -U postgres postgres \
     || { cat "$out" "$out.err" >&2; die "pgbench against $t ($scen) failed or exceeded $((secs + 60)) s"; }
-  if [[ -n $pid ]]; then
-    alive_or_die "$pid" "chaos-proxy"
-    t1=$(cpu_ticks "$pid")
-  fi
   n=$(awk -F': *' '/^number of transactions actually processed/ {split($2, a, "/"); print a[1]}' "$out")
   tps=$(awk '/^tps = / {print $3; exit}' "$out")
   lat=$(awk '/^latency average = / {print $4 * 1000; exit}' "$out")
   [[ -n $n && -n $tps && -n $lat ]] && ((n > 0)) \
     || die "cannot read transactions/tps/latency from pgbench output against $t ($scen): $(cat "$out")"
   # p50 from the per-transaction logs (one file per thread): field 3 is the latency in us.
-  p50=$(cat "$TMP"/pglog.* | awk '$3 ~ /^[0-9]+$/ {print $3}' | sort -n \
-    | awk '{v[NR] = $1} END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }') \
+  p50=$(cat "$TMP"/pglog.* | awk '$3 ~ /^[0-9]+$/ {print $3}' | median) \
     || die "no per-transaction log from pgbench against $t ($scen)"
   rm -f "$TMP"/pglog.*
   [[ $rnd == warmup ]] && return 0
@@ -434,29 +267,23 @@ pg() {
   emit "$t" "$scen" txns "$rnd" "$n"
   local cpu=
   if [[ -n $pid ]]; then
-    cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v ops="$n" 'BEGIN { printf "%.3f", d / hz * 1e6 / ops }')
+    cpu=$(cpu_us_op "$TICKS" "$n" 3)
     emit "$t" "$scen" cpu_us_op "$rnd" "$cpu"
   fi
   log "  $(printf '%-6s %-9s r%s: ' "$t" "$scen" "$rnd")$(printf 'tps %.0f  p50 %s us  avg %s us  txns %s' \
-    "$tps" "$p50" "$lat" "$n")${pid:+  cpu $((t1 - t0)) ticks = $cpu us/txn}"
+    "$tps" "$p50" "$lat" "$n")${pid:+  cpu $TICKS ticks = $cpu us/txn}"
 }
 
 # rb TARGET SCENARIO ROUND CLIENTS REQUESTS PIPELINE
 rb() {
   local t=$1 scen=$2 rnd=$3 c=$4 n=$5 p=$6
-  local out=$TMP/rb.csv pid=${PROC[$t]:-} t0=0 t1=0 ntests
-  [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
-  run_bg "$BENCH_TIMEOUT" "$out" redis-benchmark -h 127.0.0.1 -p "${RPORT[$t]}" -c "$c" -n "$n" \
+  local out=$TMP/rb.csv pid=${PROC[$t]:-}
+  run_measured "$BENCH_TIMEOUT" "$out" "$pid" chaos-proxy redis-benchmark -h 127.0.0.1 -p "${RPORT[$t]}" -c "$c" -n "$n" \
     -P "$p" --csv -t get,set \
     || { cat "$out.err" >&2; die "redis-benchmark against $t ($scen) failed or exceeded ${BENCH_TIMEOUT} s" \
       "(it hangs instead of exiting when it cannot connect)"; }
-  if [[ -n $pid ]]; then
-    alive_or_die "$pid" "chaos-proxy"
-    t1=$(cpu_ticks "$pid")
-  fi
   [[ $rnd == warmup ]] && return 0
-  ntests=$(awk -F, 'NR > 1 && NF > 1' "$out" | wc -l)
-  ((ntests > 0)) || die "redis-benchmark against $t ($scen) printed no results: $(head -c 300 "$out")"
+  csv_tests "$out" "$t ($scen)"
   python3 - "$out" "$t" "$scen" "$rnd" >>"$RESULTS" <<'EOF' || die "cannot parse redis-benchmark output"
 import csv, sys
 path, target, scen, rnd = sys.argv[1:5]
@@ -474,10 +301,10 @@ for r in rows[1:]:
 EOF
   local cpu=
   if [[ -n $pid ]]; then
-    cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v ops=$((n * ntests)) 'BEGIN { printf "%.3f", d / hz * 1e6 / ops }')
+    cpu=$(cpu_us_op "$TICKS" $((n * NTESTS)) 3)
     emit "$t" "$scen" cpu_us_op "$rnd" "$cpu"
   fi
-  log "  $(printf '%-6s %-9s r%s: ' "$t" "$scen" "$rnd")$(awk -F, 'NR > 1 {gsub(/"/, ""); printf "%s %.0f ops/s  ", $1, $2}' "$out")${pid:+cpu $((t1 - t0)) ticks = $cpu us/op}"
+  log "  $(printf '%-6s %-9s r%s: ' "$t" "$scen" "$rnd")$(awk -F, 'NR > 1 {gsub(/"/, ""); printf "%s %.0f ops/s  ", $1, $2}' "$out")${pid:+cpu $TICKS ticks = $cpu us/op}"
 }
 
 [[ $(rcli "$REDIS_PORT" set key:__rand_int__ xxx) == OK ]] || die "cannot SET the benchmark key"
@@ -493,66 +320,37 @@ PG_SCEN=("pg_c1 1 1 extended" "pg_c16 16 2 extended")
 ((SIMPLE)) && PG_SCEN+=("pg_c1_simple 1 1 simple")
 for ((r = 1; r <= ROUNDS; r++)); do
   # rotate the target order every round so no target always runs first/last
-  order=()
-  for ((k = 0; k < ${#T[@]}; k++)); do order+=("${T[$(((k + r - 1) % ${#T[@]}))]}"); done
-  log "round $r/$ROUNDS (order: ${order[*]})"
+  round_order "$r"
+  log "round $r/$ROUNDS (order: ${ORDER[*]})"
   for s in "${PG_SCEN[@]}"; do
     read -r scen c j mode <<<"$s"
-    for t in "${order[@]}"; do pg "$t" "$scen" "$r" "$c" "$j" "$mode" "$SECONDS_RUN"; done
+    for t in "${ORDER[@]}"; do pg "$t" "$scen" "$r" "$c" "$j" "$mode" "$SECONDS_RUN"; done
   done
-  for t in "${order[@]}"; do rb "$t" r_c1 "$r" 1 "$REDIS_N" 1; done
-  for t in "${order[@]}"; do rb "$t" r_p16 "$r" 50 "$((REDIS_N * 10))" 16; done
+  for t in "${ORDER[@]}"; do rb "$t" r_c1 "$r" 1 "$REDIS_N" 1; done
+  for t in "${ORDER[@]}"; do rb "$t" r_p16 "$r" 50 "$((REDIS_N * 10))" 16; done
 done
 
 # ---------------------------------------------------------------- report
-ver() { "$@" 2>/dev/null | head -n 1 || true; }
 cd "$ROOT"
-GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo "no commits yet")
-[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && GIT_REV="$GIT_REV (dirty tree)"
 CHAOS_INFO="not run"
-if ((USE_PROXY)); then
-  CHAOS_INFO="$CHAOS_SRC, built $CHAOS_MTIME, sha256 $CHAOS_SHA…, repo rev $GIT_REV"
-  cv=$(timeout 2 "$CHAOS_BIN" --version 2>/dev/null | head -n 1 || true)
-  [[ -n $cv ]] && CHAOS_INFO="$CHAOS_INFO, \`$cv\`"
-fi
-mkdir -p "$ROOT/bench/results"
-[[ -n $OUT ]] || OUT="$ROOT/bench/results/protocol-passthrough-$(date +%Y%m%d-%H%M%S).md"
+((USE_PROXY)) && CHAOS_INFO="$CHAOS_SRC, built $CHAOS_MTIME, sha256 $CHAOS_SHA…, repo rev $(git_rev)$(chaos_version "$CHAOS_BIN")"
+[[ -n $OUT ]] || OUT=$(default_report protocol-passthrough)
 
-export B_LOAD B_DATE B_NPROC B_CPU B_KERNEL B_PG B_REDIS B_CHAOS B_PARAMS B_TARGETS B_SIMPLE
-B_DATE=$(date '+%F %T %z')
-B_NPROC=$(nproc)
-B_CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-B_KERNEL="$(uname -sr) $(uname -m)"
+export B_LOAD B_PG B_REDIS B_CHAOS B_PARAMS B_TARGETS B_SIMPLE
+export_machine
 B_PG="$(ver "$PG_BIN/postgres" --version); $(ver "$PG_BIN/pgbench" --version)"
 B_REDIS="$(ver redis-server --version); $(ver redis-benchmark --version)"
 B_CHAOS=$CHAOS_INFO
 B_TARGETS="${T[*]}"
 B_SIMPLE=$SIMPLE
-BUSY_END=$(cpu_busy_pct)   # our services are idle by now
-B_LOAD="CPUs busy over 1 s before the run ${BUSY_START}%, after it ${BUSY_END}%;"
-B_LOAD+=" load average before $LOAD_START, after $(cut -d' ' -f1-3 /proc/loadavg)"
-((BUSY_START <= 25 && BUSY_END <= 25)) \
-  || B_LOAD+=". WARNING: other work was running on this machine; treat these numbers as suspect"
+B_LOAD=$(load_summary)
 B_PARAMS="rounds $ROUNDS; pgbench -S -n -T $SECONDS_RUN -M extended at -c 1 -j 1 and -c 16 -j 2"
 ((SIMPLE)) && B_PARAMS+=", -M simple at -c 1 -j 1"
 B_PARAMS+=", scale $SCALE, per-transaction logs (-l); redis-benchmark -t get,set: -c 1 -n $REDIS_N,"
 B_PARAMS+=" -c 50 -P 16 -n $((REDIS_N * 10)); postgres fsync=off; chaos-proxy RUST_LOG=$RUST_LOG;"
 B_PARAMS+=" CLK_TCK $CLK_TCK; wall time $(( $(date +%s) - T_START )) s"
 
-python3 - "$RESULTS" >"$TMP/report.md" <<'EOF'
-import os, statistics, sys
-from collections import defaultdict
-
-vals = defaultdict(list)
-for line in open(sys.argv[1]):
-    t, scen, metric, rnd, v = line.rstrip("\n").split("\t")
-    vals[(t, scen, metric)].append(float(v))
-targets = os.environ["B_TARGETS"].split()
-
-def med(t, scen, metric):
-    v = vals.get((t, scen, metric))
-    return statistics.median(v) if v else None
-
+report_py "$RESULTS" >"$TMP/report.md" <<'EOF'
 def f0(v): return "{:,.0f}".format(v)
 def f1(v): return "%.1f" % v
 def f2(v): return "%.2f" % v
@@ -626,11 +424,4 @@ print("- **Goal: added p50 ≤ 10 us with one client (protocol − tcp): %s**%s"
     lv, (" — " + ", ".join("%s %+.1f us" % (l, v) for l, v in lat_items)) if lat_items else ""))
 EOF
 
-{
-  cat "$TMP/report.md"
-  printf '\n<details><summary>raw values (target, scenario, metric, round, value)</summary>\n\n```\n'
-  sort -k1,1 -k2,2 -k3,3 -k4,4n "$RESULTS"
-  printf '```\n</details>\n'
-} >"$OUT"
-cat "$TMP/report.md"
-log "report written to $OUT"
+finish_report "$OUT"

@@ -5,6 +5,7 @@
 # after killing every process this script started. See bench/README.md for what each number
 # means. Usage: bench/redis-proxy.sh --help
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<'EOF'
@@ -29,9 +30,6 @@ repo root); RUST_LOG for chaos-proxy (default warn).
 EOF
 }
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 # ---------------------------------------------------------------- options
 TARGETS=direct,haproxy,chaos
 ROUNDS=3
@@ -44,8 +42,6 @@ BENCH_TIMEOUT=120
 BUILD=0
 OUT=
 
-need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --targets) need_arg "$@"; TARGETS=$2; shift 2 ;;
@@ -61,52 +57,27 @@ while [[ $# -gt 0 ]]; do
     *) usage >&2; die "unknown option: $1" ;;
   esac
 done
-for v in ROUNDS REQUESTS TOXIC_REQUESTS IDLE HAP_THREADS BENCH_TIMEOUT; do
-  is_uint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
-done
+uints_or_die ROUNDS REQUESTS TOXIC_REQUESTS IDLE HAP_THREADS BENCH_TIMEOUT
 ((ROUNDS >= 1 && REQUESTS >= 1 && TOXIC_REQUESTS >= 1 && HAP_THREADS >= 1)) \
   || die "--rounds, --requests, --toxic-requests and --haproxy-threads must be >= 1"
 
 # Canonical order (direct, haproxy, chaos) whatever order --targets lists them in.
-declare -A WANT=()
-IFS=, read -r -a _t <<<"$TARGETS"
-for t in "${_t[@]}"; do
-  case $t in
-    direct|haproxy|chaos) WANT[$t]=1 ;;
-    chaos-proxy) WANT[chaos]=1 ;;
-    "") ;;
-    *) die "unknown target '$t' (use direct, haproxy, chaos)" ;;
-  esac
-done
-T=()
-for t in direct haproxy chaos; do [[ -n ${WANT[$t]:-} ]] && T+=("$t"); done
-((${#T[@]} > 0)) || die "--targets selected nothing"
-has() { [[ -n ${WANT[$1]:-} ]]; }
+parse_targets "$TARGETS" "direct haproxy chaos" chaos-proxy=chaos
 
 # ---------------------------------------------------------------- repo root, tools
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(git -C "$SCRIPT_DIR" rev-parse --show-toplevel 2>/dev/null || (cd "$SCRIPT_DIR/.." && pwd))
+ROOT=$(repo_root)
 cd "$ROOT"
 
-missing=()
-need_tool() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (Debian package: $2)"); }
 need_tool redis-server redis-server
 need_tool redis-benchmark redis-tools
-need_tool redis-cli redis-tools
-need_tool python3 python3
-need_tool timeout coreutils
-need_tool getconf libc-bin
+need_lib_tools
 has haproxy && need_tool haproxy haproxy
 has chaos && need_tool curl curl
-if ((${#missing[@]})); then
-  for m in "${missing[@]}"; do log "missing tool: $m"; done
-  die "install the packages above (apt-get install <package>) and re-run"
-fi
+tools_or_die
 
 CHAOS_BIN=
 if has chaos; then
-  CHAOS_BIN=${CHAOS_PROXY:-target/release/chaos-proxy}
-  [[ $CHAOS_BIN == /* ]] || CHAOS_BIN=$ROOT/$CHAOS_BIN
+  CHAOS_BIN=$(chaos_bin_path)
   if ((BUILD)); then
     log "building chaos-proxy (cargo build --release -p chaos_proxy)"
     cargo build --release -p chaos_proxy >&2
@@ -130,19 +101,7 @@ if ((IDLE_EFF > IDLE_CAP)); then
   IDLE_EFF=$IDLE_CAP
 fi
 CLK_TCK=$(getconf CLK_TCK)
-# Share of all CPUs busy over one second (from /proc/stat): other work skews every number here.
-cpu_busy_pct() {
-  local a b
-  a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0
-    for (i = 2; i <= 9; i++) t += y[i] - x[i]
-    idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
-}
-BUSY_START=$(cpu_busy_pct)
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-((BUSY_START <= 25)) || log "WARNING: the CPUs are already ${BUSY_START}% busy before starting;" \
-  "other work on this machine will skew the numbers (the report records this)"
+load_start
 export RUST_LOG=${RUST_LOG:-warn}
 
 N_C1=$REQUESTS
@@ -152,106 +111,11 @@ N_TOX_C1=$TOXIC_REQUESTS
 N_TOX_C50=$((TOXIC_REQUESTS * 10))
 
 # ---------------------------------------------------------------- temp dir, processes, cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/redis-proxy-bench.XXXXXX")
-PIDS=()
+bench_tmp redis-proxy-bench
 IDLE_PID=
 
-# Only signal a pid that is still a child of this shell (guards against pid reuse).
-is_our_child() {
-  local s
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  local rest=${s##*) }
-  local -a f
-  read -r -a f <<<"$rest"
-  [[ ${f[1]} == "$$" ]]
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local pid i alive
-  for pid in "${PIDS[@]}"; do is_our_child "$pid" && kill -TERM "$pid" 2>/dev/null || true; done
-  for ((i = 0; i < 50; i++)); do
-    alive=0
-    for pid in "${PIDS[@]}"; do is_our_child "$pid" && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for pid in "${PIDS[@]}"; do is_our_child "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if ((rc != 0)); then
-    log "failed (exit $rc); last lines of the service logs:"
-    local f
-    for f in "$TMP"/*.log; do
-      [[ -s $f ]] || continue
-      printf -- '--- %s\n' "${f##*/}" >&2
-      tail -n 5 "$f" >&2 || true
-    done
-  fi
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start_bg NAME CMD...: start CMD in the background, log to $TMP/NAME.log, pid in LAST_PID.
-start_bg() {
-  local name=$1; shift
-  "$@" >"$TMP/$name.log" 2>&1 </dev/null &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-}
-
-alive_or_die() { kill -0 "$1" 2>/dev/null || die "$2 exited early (its log is printed below)"; }
-
-# Free loopback ports, chosen below the ephemeral range so that the ~20k outgoing connections of
-# the idle test can never take one of them between our check and the service binding it.
-pick_ports() {
-  python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-lo, hi = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-cands = list(range(10000, lo)) if lo > 12000 else list(range(hi + 1, 65536))
-if len(cands) < 100:
-    cands = list(range(1024, 65536))
-random.shuffle(cands)
-out = []
-for p in cands:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        out.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(out) == n:
-        break
-print(" ".join(map(str, out)))
-EOF
-}
-
-cpu_ticks() { # utime+stime (fields 14, 15 of /proc/PID/stat; all threads), in clock ticks
-  local s rest
-  s=$(<"/proc/$1/stat")
-  rest=${s##*) }
-  local -a f
-  read -r -a f <<<"$rest"
-  echo $((f[11] + f[12]))
-}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-rcli() { timeout 5 redis-cli -h 127.0.0.1 -p "$1" "${@:2}" 2>/dev/null; }
-wait_ping() { # port pid name
-  local i
-  for ((i = 0; i < 100; i++)); do
-    [[ $(rcli "$1" ping || true) == PONG ]] && return 0
-    alive_or_die "$2" "$3"
-    sleep 0.1
-  done
-  die "$3 did not answer PING on port $1 within 10 s"
-}
 connected_clients() {
   rcli "$REDIS_PORT" info clients | tr -d '\r' | awk -F: '$1 == "connected_clients" {print $2}'
 }
@@ -293,27 +157,10 @@ EOF
   wait_ping "$HAP_PORT" "${PROC[haproxy]}" haproxy
 fi
 
-api() { # METHOD PATH [BODY] -> prints HTTP status, body in $TMP/api.out
-  local args=(-s -o "$TMP/api.out" -w '%{http_code}' --max-time 10 -X "$1" "http://127.0.0.1:$API_PORT$2")
-  [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' -d "$3")
-  curl "${args[@]}" || echo 000
-}
-api_expect() { # "CODES" METHOD PATH [BODY]
-  local want=$1 code; shift
-  code=$(api "$@")
-  [[ " $want " == *" $code "* ]] || die "$1 $2 -> HTTP $code (want $want): $(head -c 300 "$TMP/api.out" 2>/dev/null)"
-}
-
 if has chaos; then
   log "starting $CHAOS_BIN --host 127.0.0.1 --port $API_PORT"
-  start_bg chaos "$CHAOS_BIN" --host 127.0.0.1 --port "$API_PORT"
-  PROC[chaos]=$LAST_PID
-  for ((i = 0; ; i++)); do
-    [[ $(api GET /version) == 200 ]] && break
-    alive_or_die "${PROC[chaos]}" chaos-proxy
-    ((i < 100)) || die "chaos-proxy API did not answer on port $API_PORT within 10 s"
-    sleep 0.1
-  done
+  start_chaos "$CHAOS_BIN"
+  PROC[chaos]=$CHAOS_PID
   api_expect "200 201" POST /proxies \
     "{\"name\":\"redis\",\"listen\":\"127.0.0.1:$CHAOS_PORT\",\"upstream\":\"127.0.0.1:$REDIS_PORT\"}"
   PORT[chaos]=$CHAOS_PORT
@@ -328,27 +175,17 @@ RESULTS=$TMP/results.tsv   # target  scenario  metric  round  value
 # bench TARGET SCENARIO ROUND CLIENTS REQUESTS PIPELINE TESTS
 bench() {
   local target=$1 scen=$2 round=$3 c=$4 n=$5 p=$6 tests=$7
-  local out="$TMP/rb.csv" pid=${PROC[$target]:-} t0=0 t1=0 ntests sel=(-t "$tests")
+  local out="$TMP/rb.csv" pid=${PROC[$target]:-} sel=(-t "$tests")
   # "cmd:ARGS" runs that raw command instead of -t tests (for the same-idleness reference).
   [[ $tests == cmd:* ]] && read -r -a sel <<<"${tests#cmd:}"
-  [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
-  # In the background + wait, so that INT/TERM reach our trap at once instead of after the run.
-  timeout -k 5 "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
-    -c "$c" -n "$n" -P "$p" --csv "${sel[@]}" >"$out" 2>"$TMP/rb.err" </dev/null &
-  local bpid=$!
-  PIDS+=("$bpid")
-  if ! wait "$bpid"; then
-    cat "$TMP/rb.err" >&2
+  if ! run_measured "$BENCH_TIMEOUT" "$out" "$pid" "$target" redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" \
+    -c "$c" -n "$n" -P "$p" --csv "${sel[@]}"; then
+    cat "$out.err" >&2
     die "redis-benchmark against $target ($scen) failed or exceeded ${BENCH_TIMEOUT}s" \
         "(it hangs instead of exiting when it cannot connect)"
   fi
-  if [[ -n $pid ]]; then
-    alive_or_die "$pid" "$target"
-    t1=$(cpu_ticks "$pid")
-  fi
   [[ $round == warmup ]] && return 0
-  ntests=$(awk -F, 'NR > 1 && NF > 1' "$out" | wc -l)
-  ((ntests > 0)) || die "redis-benchmark against $target ($scen) printed no results: $(head -c 300 "$out")"
+  csv_tests "$out" "$target ($scen)"
   python3 - "$out" "$target" "$scen" "$round" >>"$RESULTS" <<'EOF' || die "cannot parse redis-benchmark output"
 import csv, sys
 path, target, scen, rnd = sys.argv[1:5]
@@ -365,10 +202,10 @@ for r in rows[1:]:
 EOF
   if [[ -n $pid ]]; then
     printf '%s\t%s\tcpu_us_op\t%s\t%s\n' "$target" "$scen" "$round" \
-      "$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v ops=$((n * ntests)) 'BEGIN { printf "%.4f", d / hz * 1e6 / ops }')" >>"$RESULTS"
+      "$(cpu_us_op "$TICKS" $((n * NTESTS)) 4)" >>"$RESULTS"
   fi
   log "  $(printf '%-7s %-8s r%s: ' "$target" "$scen" "$round")$(awk -F, 'NR > 1 {gsub(/"/, ""); printf "%s %.0f ops/s p50 %s ms  ", $1, $2, $5}' "$out")$(
-    [[ -n $pid ]] && echo "cpu $((t1 - t0)) ticks")"
+    [[ -n $pid ]] && echo "cpu $TICKS ticks")"
 }
 
 log "warm-up (discarded)"
@@ -376,12 +213,11 @@ for t in "${T[@]}"; do bench "$t" warmup warmup 50 "$((REQUESTS / 2 + 1))" 1 get
 
 for ((r = 1; r <= ROUNDS; r++)); do
   # rotate the target order every round so no target always runs first/last
-  order=()
-  for ((k = 0; k < ${#T[@]}; k++)); do order+=("${T[$(((k + r - 1) % ${#T[@]}))]}"); done
-  log "round $r/$ROUNDS (order: ${order[*]})"
-  for t in "${order[@]}"; do bench "$t" c1 "$r" 1 "$N_C1" 1 get,set; done
-  for t in "${order[@]}"; do bench "$t" c50 "$r" 50 "$N_C50" 1 get,set; done
-  for t in "${order[@]}"; do bench "$t" p16 "$r" 50 "$N_P16" 16 get,set; done
+  round_order "$r"
+  log "round $r/$ROUNDS (order: ${ORDER[*]})"
+  for t in "${ORDER[@]}"; do bench "$t" c1 "$r" 1 "$N_C1" 1 get,set; done
+  for t in "${ORDER[@]}"; do bench "$t" c50 "$r" 50 "$N_C50" 1 get,set; done
+  for t in "${ORDER[@]}"; do bench "$t" p16 "$r" 50 "$N_P16" 16 get,set; done
 done
 
 if has chaos; then
@@ -466,53 +302,25 @@ if ((IDLE_EFF > 0)); then
 fi
 
 # ---------------------------------------------------------------- report
-ver() { "$@" 2>/dev/null | head -n 1 || true; }
-GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo "no commits yet")
-[[ -n $(git status --porcelain 2>/dev/null | head -n 1) ]] && GIT_REV="$GIT_REV (dirty tree)"
 CHAOS_INFO="not run"
-if has chaos; then
-  CHAOS_INFO="$CHAOS_BIN, built $(date -r "$CHAOS_BIN" '+%F %T'), repo rev $GIT_REV"
-  cv=$(timeout 2 "$CHAOS_BIN" --version 2>/dev/null | head -n 1 || true)
-  [[ -n $cv ]] && CHAOS_INFO="$CHAOS_INFO, \`$cv\`"
-fi
-mkdir -p "$ROOT/bench/results"
-[[ -n $OUT ]] || OUT="$ROOT/bench/results/redis-proxy-$(date +%Y%m%d-%H%M%S).md"
+has chaos && CHAOS_INFO="$CHAOS_BIN, built $(date -r "$CHAOS_BIN" '+%F %T'), repo rev $(git_rev)$(chaos_version "$CHAOS_BIN")"
+[[ -n $OUT ]] || OUT=$(default_report redis-proxy)
 
-export B_LOAD B_DATE B_NPROC B_CPU B_KERNEL B_REDIS B_BENCH B_HAPROXY B_CHAOS B_PARAMS B_TARGETS
-B_DATE=$(date '+%F %T %z')
-B_NPROC=$(nproc)
-B_CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-B_KERNEL="$(uname -sr) $(uname -m)"
+export B_LOAD B_REDIS B_BENCH B_HAPROXY B_CHAOS B_PARAMS B_TARGETS
+export_machine
 B_REDIS=$(ver redis-server --version)
 B_BENCH=$(ver redis-benchmark --version)
 B_HAPROXY=$(has haproxy && ver haproxy -v || echo "not run")
 B_CHAOS=$CHAOS_INFO
 B_TARGETS="${T[*]}"
-BUSY_END=$(cpu_busy_pct)   # our services are idle by now
-B_LOAD="CPUs busy over 1 s before the run ${BUSY_START}%, after it ${BUSY_END}%;"
-B_LOAD+=" load average before $LOAD_START, after $(cut -d' ' -f1-3 /proc/loadavg)"
-((BUSY_START <= 25 && BUSY_END <= 25)) \
-  || B_LOAD+=". WARNING: other work was running on this machine; treat these numbers as suspect"
+B_LOAD=$(load_summary)
 B_PARAMS="rounds $ROUNDS; requests per test (SET and GET each): c=1 $N_C1, c=50 $N_C50, c=50 -P 16 $N_P16;"
 has chaos && B_PARAMS+=" toxic GET runs: c=1 $N_TOX_C1, c=50 $N_TOX_C50; chaos-proxy RUST_LOG=$RUST_LOG;"
 has haproxy && B_PARAMS+=" haproxy nbthread $HAP_THREADS, maxconn $HAP_MAXCONN;"
 B_PARAMS+=" idle connections $IDLE_EFF (asked $IDLE); open-files limit $NOFILE; CLK_TCK $CLK_TCK"
 
-python3 - "$RESULTS" >"$TMP/report.md" <<'EOF'
-import os, statistics, sys
-from collections import defaultdict
-
-vals = defaultdict(list)
-for line in open(sys.argv[1]):
-    t, scen, metric, rnd, v = line.rstrip("\n").split("\t")
-    vals[(t, scen, metric)].append(float(v))
-targets = os.environ["B_TARGETS"].split()
+report_py "$RESULTS" >"$TMP/report.md" <<'EOF'
 names = {"direct": "direct", "haproxy": "haproxy", "chaos": "chaos-proxy"}
-
-def med(t, scen, metric):
-    v = vals.get((t, scen, metric))
-    return statistics.median(v) if v else None
-
 pairs = [(a, b) for a, b in (("haproxy", "direct"), ("chaos", "direct"), ("chaos", "haproxy"))
          if a in targets and b in targets]
 rows = []  # (label, {target: value}, fmt)
@@ -577,11 +385,4 @@ print("\nMedians of the rounds. Ratios are column/column: for ops/s higher is be
 print("\n".join(out))
 EOF
 
-{
-  cat "$TMP/report.md"
-  printf '\n<details><summary>raw values (target, scenario, metric, round, value)</summary>\n\n```\n'
-  sort -k1,1 -k2,2 -k3,3 -k4,4n "$RESULTS"
-  printf '```\n</details>\n'
-} >"$OUT"
-cat "$TMP/report.md"
-log "report written to $OUT"
+finish_report "$OUT"
