@@ -4,6 +4,8 @@
 //! chunk is held and a clock starts; `timeout` ms later both sockets are closed with SO_LINGER 0,
 //! so both peers see a reset and unsent data is discarded (0 = at once). Removed before then, it
 //! hands the held chunks back and the stream goes on. Direction: the data that triggers it.
+//! It holds at most [`MAX_HELD`] bytes: a sender that fills that before the timeout is reset at
+//! once (the held bytes are outside the link's queue, so nothing else would bound them).
 
 use std::time::Duration;
 
@@ -11,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{Chunk, ToxicAttributes, ToxicState, Verdict};
+
+/// The most bytes `reset_peer` holds before resetting early.
+pub const MAX_HELD: usize = 4 * 1024 * 1024;
 
 /// Attributes of `reset_peer`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +33,7 @@ impl ToxicAttributes for ResetPeerConfig {
             timeout: Duration::from_millis(self.timeout),
             reset_at: None,
             held: Vec::new(),
+            held_bytes: 0,
         })
     }
 }
@@ -37,6 +43,7 @@ struct ResetPeer {
     timeout: Duration,
     reset_at: Option<Instant>,
     held: Vec<Chunk>,
+    held_bytes: usize,
 }
 
 impl ToxicState for ResetPeer {
@@ -45,7 +52,11 @@ impl ToxicState for ResetPeer {
             return Verdict::Reset;
         }
         self.reset_at.get_or_insert(now + self.timeout);
+        self.held_bytes += chunk.data.len();
         self.held.push(chunk);
+        if self.held_bytes > MAX_HELD {
+            return Verdict::Reset;
+        }
         Verdict::Continue
     }
 
@@ -58,6 +69,7 @@ impl ToxicState for ResetPeer {
     }
 
     fn on_remove(&mut self, out: &mut Vec<Chunk>) -> Verdict {
+        self.held_bytes = 0;
         out.append(&mut self.held);
         Verdict::Continue
     }
@@ -80,6 +92,17 @@ mod tests {
         assert_eq!(toxic.on_deadline(t0, &mut out), Verdict::Reset);
         assert_eq!(toxic.on_remove(&mut out), Verdict::Continue);
         assert_eq!(out.len(), 1);
+
+        let mut flooded = ResetPeerConfig { timeout: 60_000 }.build();
+        let big = Bytes::from(vec![0u8; MAX_HELD / 2 + 1]);
+        let first = flooded.on_chunk(Chunk::new(big.clone(), t0), t0, &mut out);
+        assert_eq!(first, Verdict::Continue);
+        let second = flooded.on_chunk(Chunk::new(big, t0), t0, &mut out);
+        assert_eq!(
+            second,
+            Verdict::Reset,
+            "holding more than MAX_HELD resets early"
+        );
 
         let mut at_once = ResetPeerConfig { timeout: 0 }.build();
         let verdict = at_once.on_chunk(Chunk::new(Bytes::from_static(b"a"), t0), t0, &mut out);
