@@ -8,7 +8,7 @@
 //! refuses connections and every connection is closed (as in Toxiproxy), and a restart on the
 //! same address can bind it again.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -147,24 +147,6 @@ impl Proxy {
     /// Its counters.
     pub fn stats(&self) -> &ProxyStats {
         &self.shared.stats
-    }
-
-    /// The address it listens on (the bound one once started).
-    pub fn listen(&self) -> String {
-        self.lock().listen.clone()
-    }
-
-    /// `(listen, upstream, enabled)` as they are now.
-    pub fn settings(&self) -> (String, String, bool) {
-        let state = self.lock();
-        (state.listen.clone(), state.upstream.clone(), state.enabled)
-    }
-
-    /// The bound address, when listening.
-    pub fn listen_addr(&self) -> Option<SocketAddr> {
-        let state = self.lock();
-        state.running.as_ref()?;
-        state.listen.parse().ok()
     }
 
     /// The API JSON: `{"name", "listen", "upstream", "enabled", "toxics"}`.

@@ -3,52 +3,27 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{ProxyProcess, std_echo_server};
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chaos-proxy");
 
-/// A running `chaos-proxy`, killed on drop if the test did not stop it.
-struct Running {
-    child: Child,
-    api: SocketAddr,
-}
+/// A running `chaos-proxy` (see `common::ProxyProcess`) and small blocking API calls.
+struct Running(ProxyProcess);
 
 impl Running {
-    /// Starts the binary with its API on a free port and waits for its "started" log line,
-    /// which names the bound API address.
     fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        let api = loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                panic!("chaos-proxy exited before starting:\n{seen}");
-            }
-            if let Some(rest) = line.split_once("chaos-proxy started api=").map(|(_, r)| r) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-            seen.push_str(&line);
-        };
-        // Keep draining the log so the proxy never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Running { child, api }
+        Running(ProxyProcess::start(args, envs))
     }
 
     /// A blocking HTTP/1.1 request; returns status and body.
     fn http(&self, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.api).unwrap();
+        let mut stream = TcpStream::connect(self.0.api).unwrap();
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
@@ -76,30 +51,9 @@ impl Running {
         proxy["listen"].as_str().unwrap().parse().unwrap()
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit.
-    fn terminate(mut self) -> Output {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "chaos-proxy did not exit on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Sends SIGTERM and waits (bounded) for the exit: status and log.
+    fn terminate(mut self) -> (ExitStatus, String) {
+        self.0.terminate()
     }
 }
 
@@ -107,21 +61,6 @@ fn write_config(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
-}
-
-fn echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = stream.try_clone().unwrap();
-                let mut writer = stream;
-                let _ = std::io::copy(&mut reader, &mut writer);
-            });
-        }
-    });
-    addr
 }
 
 /// A TOML config declares proxies and their toxics, which exist from the first request.
@@ -143,7 +82,7 @@ name = "slow"
 type = "latency"
 attributes = {{ latency = 200 }}
 "#,
-            echo_upstream()
+            std_echo_server()
         ),
     );
     let proxy = Running::start(&["--config", &config], &[]);
@@ -238,9 +177,9 @@ fn token_from_environment() {
             .0,
         200
     );
-    let out = proxy.terminate();
-    assert!(out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("tok-123"));
+    let (status, log) = proxy.terminate();
+    assert!(status.success());
+    assert!(!log.contains("tok-123"));
 }
 
 /// SIGTERM: the proxy stops accepting, cuts open connections and exits 0.
@@ -251,7 +190,7 @@ fn sigterm_closes_connections_and_exits_zero() {
         "POST",
         "/proxies",
         "",
-        &format!(r#"{{"name": "e", "upstream": "{}"}}"#, echo_upstream()),
+        &format!(r#"{{"name": "e", "upstream": "{}"}}"#, std_echo_server()),
     );
     assert_eq!(status, 201, "{body}");
     let listen = proxy.listen_of("e");
@@ -260,8 +199,8 @@ fn sigterm_closes_connections_and_exits_zero() {
     let mut client = TcpStream::connect(listen).unwrap();
     client.write_all(b"swallowed").unwrap();
 
-    let out = proxy.terminate();
-    assert!(out.status.success(), "{out:?}");
+    let (status, log) = proxy.terminate();
+    assert!(status.success(), "{status}\n{log}");
     // The open connection was closed (EOF or reset), not left hanging.
     client
         .set_read_timeout(Some(Duration::from_secs(5)))

@@ -254,7 +254,7 @@ pub struct RedisMatch {
     pub command: Vec<String>,
     /// Glob on the command's first key (`*` any run, `?` one character).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<KeyGlob>,
     /// `celery_broker` or `cache`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<RedisPreset>,
@@ -281,19 +281,44 @@ impl Matcher for RedisMatch {
         }
         if let Some(glob) = &self.key {
             let key = command.key.map(String::from_utf8_lossy);
-            if !key.is_some_and(|key| wildmatch::WildMatch::new(glob).matches(&key)) {
+            if !key.is_some_and(|key| glob.0.matches(&key)) {
                 return false;
             }
         }
         let Some(preset) = self.preset else {
             return true;
         };
-        let queues: Vec<&str> = match &self.queues {
-            Some(queues) => queues.iter().map(String::as_str).collect(),
-            None => DEFAULT_QUEUES.to_vec(),
+        let broker = match &self.queues {
+            Some(queues) => {
+                let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
+                is_celery_broker(command, &queues)
+            }
+            None => is_celery_broker(command, &DEFAULT_QUEUES),
         };
-        let broker = is_celery_broker(command, &queues);
         broker == (preset == RedisPreset::CeleryBroker)
+    }
+}
+
+/// A key glob (`*`, `?`), compiled once when the fault is added, echoed as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct KeyGlob(wildmatch::WildMatch);
+
+impl PartialEq for KeyGlob {
+    fn eq(&self, other: &KeyGlob) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl From<String> for KeyGlob {
+    fn from(glob: String) -> KeyGlob {
+        KeyGlob(wildmatch::WildMatch::new(&glob))
+    }
+}
+
+impl From<KeyGlob> for String {
+    fn from(glob: KeyGlob) -> String {
+        glob.0.to_string()
     }
 }
 

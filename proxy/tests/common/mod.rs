@@ -205,3 +205,129 @@ pub async fn within<T>(
         .await
         .unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
 }
+
+/// The real `chaos-proxy` binary with its API on a free loopback port, for tests of the
+/// process itself; killed on drop if still running.
+pub struct ProxyProcess {
+    child: Option<std::process::Child>,
+    /// The bound API address, read from the binary's "started" log line.
+    pub api: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Signalled when the log pipe has closed (the binary has exited).
+    log_closed: std::sync::mpsc::Receiver<()>,
+}
+
+/// How long the binary may take to start, or to exit after SIGTERM.
+pub const PROCESS_LIMIT: Duration = Duration::from_secs(10);
+
+impl ProxyProcess {
+    /// Starts `chaos-proxy --host 127.0.0.1 --port 0 ARGS` and waits for its "started" log line,
+    /// which names the bound API address (an event, not a poll, and no free-port race).
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> ProxyProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chaos-proxy"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env_remove("CHAOS_API_TOKEN")
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot start chaos-proxy");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (started, api) = std::sync::mpsc::channel();
+        let (closed, log_closed) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::clone(&log);
+        // Keeps reading the log for the whole run, so the binary never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some((_, rest)) = line.split_once("chaos-proxy started api=") {
+                    let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                    let _ = started.send(addr);
+                }
+                let mut log = lines.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            let _ = closed.send(());
+        });
+        let mut process = ProxyProcess {
+            child: Some(child),
+            api: "127.0.0.1:0".parse().unwrap(),
+            log,
+            log_closed,
+        };
+        match api.recv_timeout(PROCESS_LIMIT) {
+            Ok(Some(addr)) => process.api = addr,
+            _ => panic!("chaos-proxy did not start:\n{}", process.log()),
+        }
+        process
+    }
+
+    /// Everything the binary logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns the status and the whole log.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().expect("chaos-proxy already stopped");
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let output = wait_within(child, PROCESS_LIMIT)
+            .unwrap_or_else(|| panic!("chaos-proxy ignored SIGTERM:\n{}", self.log()));
+        // The log thread reaches the end of the pipe right after the exit.
+        let _ = self.log_closed.recv_timeout(PROCESS_LIMIT);
+        (output.status, self.log())
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for a child to exit (collecting any piped output) for at most `limit`; past it the
+/// child is killed and `None` returned. The wait runs on a thread and is received through a
+/// channel: no polling.
+pub fn wait_within(child: std::process::Child, limit: Duration) -> Option<std::process::Output> {
+    let pid = rustix::process::Pid::from_child(&child);
+    let (done, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match output.recv_timeout(limit) {
+        Ok(result) => Some(result.expect("cannot wait for the child")),
+        Err(_) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            None
+        }
+    }
+}
+
+/// A TCP echo server on 127.0.0.1 served by plain threads, for tests without a runtime.
+pub fn std_echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                if let Ok(mut reader) = stream.try_clone() {
+                    let mut writer = stream;
+                    let _ = std::io::copy(&mut reader, &mut writer);
+                }
+            });
+        }
+    });
+    addr
+}
