@@ -392,16 +392,24 @@ async fn timeout_removed_before_any_data_leaves_the_connection_working() {
 async fn reset_peer_removed_in_time_releases_the_held_data() {
     let h = Harness::start().await;
     let rst = toxic("rst", "reset_peer", "upstream", json!({"timeout": 10_000}));
-    let addr = echo_proxy(&h, "rst", &[rst]).await;
+    let mut client = removal_releases(&h, rst, STEP).await;
+    round_trip(&mut client, b"more").await;
+}
+
+/// Sends `held` through an echo proxy whose only toxic holds it back, checks nothing comes
+/// back, removes the toxic, and checks the bytes arrive within `limit`.
+async fn removal_releases(h: &Harness, toxic: Value, limit: Duration) -> TcpStream {
+    let name = toxic["name"].as_str().unwrap().to_owned();
+    let addr = echo_proxy(h, &name, &[toxic]).await;
     let mut client = connect(addr).await;
     client.write_all(b"held").await.unwrap();
     assert_silent(&mut client, Duration::from_millis(200)).await;
-    h.remove_toxic("rst", "rst").await;
+    h.remove_toxic(&name, &name).await;
     assert_eq!(
-        within(STEP, "the released data", read_n(&mut client, 4)).await,
+        within(limit, "the released data", read_n(&mut client, 4)).await,
         b"held"
     );
-    round_trip(&mut client, b"more").await;
+    client
 }
 
 /// Removing a `latency` releases the chunks it delays at once, not when they fall due.
@@ -409,15 +417,7 @@ async fn reset_peer_removed_in_time_releases_the_held_data() {
 async fn latency_removed_releases_delayed_data_at_once() {
     let h = Harness::start().await;
     let slow = toxic("slow", "latency", "downstream", json!({"latency": 10_000}));
-    let addr = echo_proxy(&h, "lat", &[slow]).await;
-    let mut client = connect(addr).await;
-    client.write_all(b"held").await.unwrap();
-    assert_silent(&mut client, Duration::from_millis(200)).await;
-    h.remove_toxic("lat", "slow").await;
-    assert_eq!(
-        within(SLOW, "the released data", read_n(&mut client, 4)).await,
-        b"held"
-    );
+    removal_releases(&h, slow, SLOW).await;
 }
 
 /// `limit_data` counts from when it reaches a connection: bytes that passed before it was added
