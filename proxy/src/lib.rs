@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`api`]: the HTTP control API (axum), Toxiproxy's routes and error texts.
 //! - [`catalogue`]: the fault types as the scenario language sees them (toxics and injectors).
+//! - [`cli`]: the `chaos-proxy` command line (also `chaos proxy ...`).
 //! - [`config`]: the startup config file (TOML or JSON), with file:line:column errors.
 //! - `connection`: one client connection: dial, two links, close or reset.
 //! - [`error`]: [`ApiError`], Toxiproxy's `{"error", "status"}`.
@@ -27,6 +28,7 @@
 
 pub mod api;
 pub mod catalogue;
+pub mod cli;
 pub mod config;
 mod connection;
 pub mod error;

@@ -99,7 +99,8 @@ impl Control {
         upstream: &str,
         protocol: &str,
     ) -> anyhow::Result<()> {
-        let body = json!({"name": name, "listen": listen, "upstream": upstream, "protocol": protocol});
+        let body =
+            json!({"name": name, "listen": listen, "upstream": upstream, "protocol": protocol});
         self.call(
             self.request(reqwest::Method::POST, "/proxies").json(&body),
             &format!("creating proxy {name:?}"),
@@ -113,7 +114,8 @@ impl Control {
         let body = json!({"timeline": timeline, "ttl_ms": ttl.as_millis() as u64});
         let answer = self
             .call(
-                self.request(reqwest::Method::POST, "/scenarios").json(&body),
+                self.request(reqwest::Method::POST, "/scenarios")
+                    .json(&body),
                 "starting the scenario",
             )
             .await?;
@@ -249,6 +251,9 @@ mod tests {
             counts[&("POST".to_owned(), "/api/v1/swaps/execute".to_owned())],
             6
         );
-        assert_eq!(counts[&("GET".to_owned(), "/api/v1/swaps/{id}".to_owned())], 3);
+        assert_eq!(
+            counts[&("GET".to_owned(), "/api/v1/swaps/{id}".to_owned())],
+            3
+        );
     }
 }

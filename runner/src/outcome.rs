@@ -114,13 +114,14 @@ impl Attempt {
 }
 
 /// Classifies an HTTP answer by status and body: 2xx is [`Outcome::Ok`]; 4xx, and 5xx with a
-/// JSON `detail` (a reason), are [`Outcome::CleanError`]; any other 5xx is
-/// [`Outcome::UncleanError`]. The detail names the status and the reason.
+/// JSON `detail` that says something (a reason, not just the status phrase), are
+/// [`Outcome::CleanError`]; any other 5xx is [`Outcome::UncleanError`]. The detail names the
+/// status and the reason.
 pub fn classify_status(status: u16, body: &[u8]) -> Attempt {
     if (200..300).contains(&status) {
         return Attempt::ok();
     }
-    let reason = reason_of(body);
+    let reason = real_reason(status, body);
     let detail = match &reason {
         Some(reason) => format!("{status}: {reason}"),
         None => format!("{status} without a reason"),
@@ -131,6 +132,19 @@ pub fn classify_status(status: u16, body: &[u8]) -> Attempt {
         Outcome::UncleanError
     };
     Attempt::new(outcome, detail)
+}
+
+/// The reason of an error answer, unless it is only the status phrase (`{"detail": "Internal
+/// Server Error"}` says nothing the status did not).
+pub fn real_reason(status: u16, body: &[u8]) -> Option<String> {
+    let reason = reason_of(body)?;
+    let phrase = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason());
+    match phrase {
+        Some(phrase) if phrase.eq_ignore_ascii_case(reason.trim()) => None,
+        _ => Some(reason),
+    }
 }
 
 /// The `detail` (FastAPI) or `error` text of a JSON error body, shortened to 200 characters.
@@ -198,7 +212,10 @@ mod tests {
         assert_eq!(classify_status(204, b"").outcome, Outcome::Ok);
         let conflict = classify_status(409, br#"{"detail":"Swap conflict: taken"}"#);
         assert_eq!(conflict.outcome, Outcome::CleanError);
-        assert_eq!(conflict.detail.as_deref(), Some("409: Swap conflict: taken"));
+        assert_eq!(
+            conflict.detail.as_deref(),
+            Some("409: Swap conflict: taken")
+        );
         assert_eq!(classify_status(404, b"").outcome, Outcome::CleanError);
         let busy = classify_status(503, br#"{"detail":"database timeout: x"}"#);
         assert_eq!(busy.outcome, Outcome::CleanError);
@@ -209,6 +226,9 @@ mod tests {
             classify_status(502, br#"{"detail":null}"#).outcome,
             Outcome::UncleanError
         );
+        let phrase_only = classify_status(500, br#"{"detail":"Internal Server Error"}"#);
+        assert_eq!(phrase_only.outcome, Outcome::UncleanError);
+        assert_eq!(phrase_only.detail.as_deref(), Some("500 without a reason"));
     }
 
     #[test]

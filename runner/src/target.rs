@@ -270,8 +270,14 @@ url_env = "R"
         assert_eq!(target.username, "value-of-U");
         assert_eq!(target.password.expose(), "value-of-P");
         let shown = format!("{target:?}");
-        assert!(!shown.contains("value-of-P") && !shown.contains("value-of-D"), "{shown}");
-        assert!(!shown.contains("value-of-T") && !shown.contains("value-of-R"), "{shown}");
+        assert!(
+            !shown.contains("value-of-P") && !shown.contains("value-of-D"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("value-of-T") && !shown.contains("value-of-R"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -290,9 +296,27 @@ url_env = "R"
     fn a_bad_field_is_reported_with_line_and_column() {
         let text = FILE.replace("profile = \"testbed\"", "profile = \"prod\"");
         let err = TargetFile::parse(&text, "t.toml").unwrap_err().to_string();
-        assert!(err.starts_with("t.toml:2:11: unknown variant `prod`"), "{err}");
+        assert!(
+            err.starts_with("t.toml:2:11: unknown variant `prod`"),
+            "{err}"
+        );
         let text = FILE.replace("[mcp]", "[mcp]\nuri = 1");
         let err = TargetFile::parse(&text, "t.toml").unwrap_err().to_string();
         assert!(err.starts_with("t.toml:8:1: unknown field `uri`"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_target_files_parse() {
+        for (name, profile) in [
+            ("residency-scheduler", Profile::ResidencyScheduler),
+            ("testbed", Profile::Testbed),
+        ] {
+            let path = format!(
+                "{}/../compose/targets/{name}.toml",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let file = TargetFile::load(Path::new(&path)).unwrap();
+            assert_eq!(file.profile, profile);
+        }
     }
 }

@@ -9,6 +9,8 @@
 //!   readiness probe, the server loop (TCP_NODELAY, graceful shutdown); other parts merge here.
 //! - [`auth`]: login (JSON and form), HS256 JWTs, refresh, the token blacklist, [`auth::AuthUser`].
 //! - [`celery`]: Celery protocol v2 on the kombu Redis transport: producer and worker.
+//! - [`cli`]: the `chaos-testbed` command line (also `chaos testbed ...`), and [`cli::serve_on`],
+//!   the whole server (API, MCP, worker) on given listeners for the runner's embedded stack.
 //! - [`config`]: configuration by the real stack's names (`DATABASE_URL`, `REDIS_URL`, ...).
 //! - [`db`]: the pool (statement and lock timeouts), migrations, database errors.
 //! - [`flaws`]: the known-flaw switches (`--flaw NAME`).
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod celery;
+pub mod cli;
 pub mod config;
 pub mod db;
 mod errors;

@@ -194,7 +194,7 @@ pub struct CheckResult {
     pub name: String,
     /// Where it comes from: `invariant` (the scenario) or the workload's name.
     pub source: String,
-    /// When it ran: after phase `<name>`, or `end`.
+    /// When it ran: `after <phase> at <N>s` (N: when that phase window ended), or `end`.
     pub when: String,
     /// Whether a failure fails the run.
     pub required: bool,

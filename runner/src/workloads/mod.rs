@@ -258,9 +258,15 @@ options = { pairs = "disjoint", colour = "red" }
         let parsed: chaos_scenarios::Scenario = toml::from_str(scenario).unwrap();
         let problems = check(&parsed.workloads);
         assert_eq!(problems.len(), 3, "{problems:#?}");
-        assert!(problems[0].starts_with(r#"workloads[0] ("a").kind: unknown workload kind "swapz""#));
-        assert!(problems[1].starts_with(r#"workloads[1] ("b").mix.explode: "swap" has no operation"#));
-        assert!(problems[2].starts_with(r#"workloads[1] ("b").options.colour: "swap" takes no option"#));
+        assert!(
+            problems[0].starts_with(r#"workloads[0] ("a").kind: unknown workload kind "swapz""#)
+        );
+        assert!(
+            problems[1].starts_with(r#"workloads[1] ("b").mix.explode: "swap" has no operation"#)
+        );
+        assert!(
+            problems[2].starts_with(r#"workloads[1] ("b").options.colour: "swap" takes no option"#)
+        );
     }
 
     #[test]

@@ -144,12 +144,58 @@ impl WeekBook {
         inner.owners.insert(b_week, a);
     }
 
-    /// Re-reads the owners from the database (after a run of unknown outcomes, say).
-    pub async fn reload(&self, db: &tokio_postgres::Client) -> anyhow::Result<()> {
-        let fresh = WeekBook::load(db, 0).await?;
-        let owners = std::mem::take(&mut fresh.lock().owners);
-        self.lock().owners = owners;
-        Ok(())
+    /// Marks `weeks` busy, all or none (`None` when one is already in flight): a rollback holds
+    /// exactly the two weeks of the swap it undoes. The guard frees them.
+    pub fn hold(self: &Arc<Self>, weeks: [NaiveDate; 2]) -> Option<Held> {
+        let mut inner = self.lock();
+        if weeks.iter().any(|week| inner.busy.contains(week)) {
+            return None;
+        }
+        inner.busy.extend(weeks);
+        Some(Held {
+            book: Arc::clone(self),
+            weeks,
+        })
+    }
+
+    /// Re-reads the owners of `weeks` from the database: after an operation whose outcome is
+    /// uncertain, for the weeks it holds (only held weeks, so no concurrent operation's update
+    /// is overwritten by an older read).
+    pub async fn refresh(&self, db: &tokio_postgres::Client, weeks: &[NaiveDate]) {
+        let rows = db
+            .query(
+                "SELECT date, person_id FROM half_day_assignments
+                 WHERE time_of_day = 'AM' AND date = ANY($1)",
+                &[&weeks],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                let mut inner = self.lock();
+                for row in rows {
+                    if let (Ok(week), Ok(owner)) = (row.try_get(0), row.try_get(1)) {
+                        inner.owners.insert(week, owner);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "re-reading the owners of weeks failed"),
+        }
+    }
+}
+
+/// Two given weeks held busy until dropped (see [`WeekBook::hold`]).
+pub struct Held {
+    book: Arc<WeekBook>,
+    /// The weeks held.
+    pub weeks: [NaiveDate; 2],
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut inner = self.book.lock();
+        for week in self.weeks {
+            inner.busy.remove(&week);
+        }
     }
 }
 
@@ -191,7 +237,10 @@ mod tests {
             assert_ne!(lease.source, lease.target);
             assert!(seen.insert(lease.source_week) && seen.insert(lease.target_week));
         }
-        assert!(book.disjoint_pair().is_none(), "all six weeks are in flight");
+        assert!(
+            book.disjoint_pair().is_none(),
+            "all six weeks are in flight"
+        );
         drop(leases);
         assert!(book.disjoint_pair().is_some());
     }
@@ -204,5 +253,27 @@ mod tests {
         lease.swapped();
         assert_eq!(book.owner(lease.source_week), Some(b));
         assert_eq!(book.owner(lease.target_week), Some(a));
+    }
+
+    #[test]
+    fn given_weeks_are_held_all_or_none() {
+        let book = book(4, 2);
+        let weeks: Vec<NaiveDate> = book.lock().owners.keys().copied().collect();
+        let held = book.hold([weeks[0], weeks[1]]).unwrap();
+        assert!(
+            book.hold([weeks[1], weeks[2]]).is_none(),
+            "one of them is in flight"
+        );
+        assert!(!book.lock().busy.contains(&weeks[2]), "all or none");
+        let lease = book.disjoint_pair().unwrap();
+        assert_eq!(
+            [lease.source_week, lease.target_week]
+                .iter()
+                .filter(|w| held.weeks.contains(w))
+                .count(),
+            0
+        );
+        drop((held, lease));
+        assert!(book.lock().busy.is_empty());
     }
 }
