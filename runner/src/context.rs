@@ -22,8 +22,12 @@ pub struct Context {
     pub target: Target,
     /// The API, logged in.
     pub api: Api,
-    /// Direct database connection (not through the proxy).
+    /// Direct database connection (not through the proxy), for the workloads' lookups inside
+    /// measured operations.
     pub db: tokio_postgres::Client,
+    /// Another direct connection, for the invariants and settlement (with a server-side
+    /// statement timeout), so a slow check never delays a measured operation's lookup.
+    pub checks_db: tokio_postgres::Client,
     /// Direct Redis connection (not through the proxy).
     pub redis: redis::aio::MultiplexedConnection,
     /// The proxy's control API.
@@ -45,15 +49,12 @@ impl Context {
     /// password).
     pub async fn connect(target: Target, run_id: String, seed: u64) -> anyhow::Result<Context> {
         use anyhow::Context as _;
-        let (db, connection) =
-            tokio_postgres::connect(target.database_url.expose(), tokio_postgres::NoTls)
-                .await
-                .context("connecting to the database (direct URL)")?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(%err, "the judge's database connection ended");
-            }
-        });
+        let db = connect_db(&target, None)
+            .await
+            .context("connecting to the database (direct URL)")?;
+        let checks_db = connect_db(&target, Some(crate::invariants::CHECK_TIMEOUT))
+            .await
+            .context("connecting to the database (direct URL)")?;
         let redis = redis::Client::open(target.redis_url.expose())
             .context("the Redis URL (direct)")?
             .get_multiplexed_async_connection()
@@ -71,6 +72,7 @@ impl Context {
             target,
             api,
             db,
+            checks_db,
             redis,
             control,
             weeks,
@@ -98,6 +100,26 @@ impl Context {
     }
 }
 
+/// A direct connection to the target's database, its statements bounded by `timeout` on the
+/// server side when given (a timed-out check does not keep running there).
+async fn connect_db(
+    target: &Target,
+    timeout: Option<Duration>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = target.database_url.expose().parse()?;
+    config.application_name("chaos-runner");
+    if let Some(timeout) = timeout {
+        config.options(format!("-c statement_timeout={}", timeout.as_millis()));
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(%err, "a judge's database connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// One HTTP answer, read whole.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -121,6 +143,9 @@ pub struct Api {
     username: String,
     password: crate::target::Secret,
     token: RwLock<String>,
+    /// One login at a time: requests that all see their token expire wait for one new login
+    /// instead of each logging in (bcrypt makes logins expensive on the target).
+    login_lock: tokio::sync::Mutex<()>,
 }
 
 impl Api {
@@ -139,6 +164,7 @@ impl Api {
             username: target.username.clone(),
             password: target.password.clone(),
             token: RwLock::new(String::new()),
+            login_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -187,7 +213,7 @@ impl Api {
             let mut request = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
-                .bearer_auth(token);
+                .bearer_auth(&token);
             for (name, value) in headers {
                 request = request.header(*name, value);
             }
@@ -199,7 +225,9 @@ impl Api {
             let body = response.bytes().await?;
             if status == 401 && !relogged {
                 relogged = true;
-                if self.login().await.is_ok() {
+                let _one_login = self.login_lock.lock().await;
+                // Another request may have logged in while this one waited: use its token.
+                if *self.token.read().await != token || self.login().await.is_ok() {
                     continue;
                 }
             }

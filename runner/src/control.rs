@@ -35,6 +35,7 @@ impl Control {
     pub fn new(base: &str, token: Option<Secret>) -> anyhow::Result<Control> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
+            .tcp_keepalive(Duration::from_secs(15))
             .no_proxy()
             .build()?;
         Ok(Control {
@@ -146,16 +147,29 @@ impl Control {
         .await
     }
 
-    /// Aborts a run; answers once every fault is removed and every lock released.
+    /// Aborts a run; answers once every fault is removed and every lock released. A run the
+    /// proxy no longer knows (404: ended and forgotten) has nothing left to release.
     pub async fn abort(&self, run: &RunHandle) -> anyhow::Result<()> {
         let path = format!("/scenarios/{}", run.id);
-        let request = self.request(reqwest::Method::DELETE, &path);
-        match self.call(request, "aborting the scenario").await {
-            Ok(_) => Ok(()),
-            // Already ended and forgotten: nothing is left to release.
-            Err(err) if err.to_string().contains("404") => Ok(()),
-            Err(err) => Err(err),
+        let answer = self
+            .request(reqwest::Method::DELETE, &path)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "aborting the scenario: the proxy's control API at {}",
+                    self.base
+                )
+            })?;
+        let status = answer.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
         }
+        let body = answer.bytes().await.unwrap_or_default();
+        let reason = crate::outcome::reason_of(&body)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        anyhow::bail!("aborting the scenario: the proxy answered {status}: {reason}")
     }
 
     /// Follows a run's events (`GET /scenarios/{id}/events`, NDJSON): each event is sent to the

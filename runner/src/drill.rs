@@ -16,6 +16,8 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use chaos_testbed::config::redact_url;
+
 use crate::context::Context;
 use crate::control::{RouteCounts, RunHandle};
 use crate::embedded::{EmbeddedOptions, EmbeddedStack};
@@ -31,6 +33,10 @@ use crate::{invariants, live, verdict, workloads};
 /// The dead-man TTL of the proxy's run: renewed every third of it, so a runner that dies
 /// leaves no fault behind for longer than this.
 pub const RUN_TTL: Duration = Duration::from_secs(30);
+
+/// How long after the scenario's end the `ended` event may take before the run asks the proxy
+/// directly (a silently dead event stream must not hang the run).
+pub const STREAM_GRACE: Duration = Duration::from_secs(60);
 
 /// Where a run goes.
 pub enum Where {
@@ -172,17 +178,25 @@ impl Session {
             crate::target::Profile::Testbed => "testbed".into(),
             crate::target::Profile::ResidencyScheduler => "residency-scheduler".into(),
         };
-        self.target_info.api_url = target.api_url.clone();
-        self.target_info.mcp_url = target.mcp_url.clone();
+        // Reports never carry a password, even one written into a URL.
+        self.target_info.api_url = redact_url(&target.api_url);
+        self.target_info.mcp_url = redact_url(&target.mcp_url);
         let timeline = timeline_json(&prepared.timeline, &target)?;
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let ctx = Arc::new(Context::connect(target, run_id, seed).await?);
+        let ctx = Arc::new(
+            interruptible(
+                &interrupt,
+                "connecting",
+                Context::connect(target, run_id, seed),
+            )
+            .await??,
+        );
         check_proxies(&ctx, scenario).await?;
 
         let mut plans = Vec::new();
         for (index, spec) in scenario.workloads.iter().enumerate() {
-            let workload = workloads::setup(spec, &ctx)
-                .await
+            let workload = interruptible(&interrupt, "setting up", workloads::setup(spec, &ctx))
+                .await?
                 .with_context(|| format!("setting up workload {:?}", spec.name))?;
             plans.push(Plan {
                 name: spec.name.clone(),
@@ -198,7 +212,7 @@ impl Session {
 
         let run = ctx.control.start(&timeline, RUN_TTL).await?;
         let result = self
-            .follow(&ctx, prepared, &run, plans, request.live, interrupt)
+            .follow(&ctx, prepared, &run, plans, request.live, interrupt.clone())
             .await;
         // Whatever happened: the proxy's run ends here, every fault removed, every lock released.
         let aborted = ctx.control.abort(&run).await;
@@ -206,20 +220,22 @@ impl Session {
         aborted.context("aborting the proxy's run")?;
 
         // Settle: the workloads' own checks (Celery drains here), then the end invariants.
-        let settling = self.workloads.iter().map(|workload| workload.settle(&ctx));
-        let settled = futures_util::future::join_all(settling).await;
-        self.push_checks(settled.into_iter().flatten().collect());
-        let end: Vec<_> = scenario
-            .invariants
-            .iter()
-            .filter(|i| i.when == When::End)
-            .collect();
-        let results = invariants::run_all(&ctx, &end, "end").await;
-        self.push_checks(results);
-        if let Some(check) = amplification(&ctx, &routes_before).await {
-            self.push_checks(vec![check]);
-        }
-        Ok(())
+        let settle = async {
+            let settling = self.workloads.iter().map(|workload| workload.settle(&ctx));
+            let settled = futures_util::future::join_all(settling).await;
+            self.push_checks(settled.into_iter().flatten().collect());
+            let end: Vec<_> = scenario
+                .invariants
+                .iter()
+                .filter(|i| i.when == When::End)
+                .collect();
+            let results = invariants::run_all(&ctx, &end, "end").await;
+            self.push_checks(results);
+            if let Some(check) = amplification(&ctx, &routes_before).await {
+                self.push_checks(vec![check]);
+            }
+        };
+        interruptible(&interrupt, "settling", settle).await
     }
 
     /// Follows the proxy's run while the load runs; returns when both are over.
@@ -281,9 +297,21 @@ impl Session {
             .collect();
         let mut phase_checks = JoinSet::new();
         let mut current: Option<PhaseInfo> = None;
+        // A stream that dies silently must not hang the run: past the end plus a grace, ask.
+        let deadline = origin + prepared.timeline.duration + STREAM_GRACE;
         let ended: anyhow::Result<()> = loop {
             let event = tokio::select! {
                 _ = interrupt.cancelled() => break Err(anyhow::anyhow!("interrupted by the user")),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    break match ctx.control.status(run).await {
+                        Ok(status) if status["state"] == "finished" => Ok(()),
+                        Ok(status) => Err(anyhow::anyhow!(
+                            "the proxy's event stream went silent; the run is {}: {}",
+                            status["state"], status["reason"]
+                        )),
+                        Err(err) => Err(err.context("the proxy's event stream went silent")),
+                    };
+                }
                 event = events.recv() => event,
             };
             let Some(event) = event else {
@@ -296,7 +324,11 @@ impl Session {
                         from_ms: event["from_ms"].as_u64().unwrap_or(0),
                         to_ms: event["to_ms"].as_u64().unwrap_or(0),
                     };
-                    recorder.begin_phase(&phase.name, Duration::from_millis(phase.to_ms));
+                    recorder.begin_phase(
+                        &phase.name,
+                        Duration::from_millis(phase.from_ms),
+                        Duration::from_millis(phase.to_ms),
+                    );
                     if let Ok(mut status) = status.lock() {
                         status.phase = phase.name.clone();
                     }
@@ -456,6 +488,18 @@ impl Session {
     }
 }
 
+/// `future`, unless Ctrl-C comes first (then an error saying what was interrupted).
+async fn interruptible<T>(
+    interrupt: &CancellationToken,
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        value = future => Ok(value),
+        _ = interrupt.cancelled() => Err(anyhow::anyhow!("interrupted by the user while {what}")),
+    }
+}
+
 /// Sort key of a check's `when`: `after <phase> at <N>s` by N, then `end`.
 fn when_order(when: &str) -> u64 {
     when.rsplit_once(" at ")
@@ -535,7 +579,7 @@ async fn check_proxies(ctx: &Context, scenario: &Scenario) -> anyhow::Result<()>
         missing.is_empty(),
         "the scenario needs proxies {} on the target's proxy ({}), which has: {}",
         missing.join(", "),
-        ctx.target.control_url,
+        redact_url(&ctx.target.control_url),
         present.keys().cloned().collect::<Vec<_>>().join(", ")
     );
     Ok(())
@@ -606,18 +650,25 @@ async fn amplification(ctx: &Context, before: &RouteCounts) -> Option<CheckResul
             ));
         }
     };
+    let delta = |method: &str, route: &str| {
+        let key = (method.to_owned(), route.to_owned());
+        let count = |counts: &RouteCounts| counts.get(&key).copied().unwrap_or(0);
+        count(&after).saturating_sub(count(before))
+    };
+    // The MCP server re-sends a call once after a 401 (its token expired: the call did not
+    // run), right after logging in again: each login allows one such resend.
+    let logins = delta("POST", "/api/v1/auth/login/json");
     let mut evidence = Vec::new();
     let mut write_storm = false;
     let mut lines = Vec::new();
     for ((method, route), calls) in &expected {
-        let key = (method.clone(), route.clone());
-        let seen = after.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0);
+        let seen = delta(method, route);
         let ratio = seen as f64 / *calls as f64;
         lines.push(format!(
             "{method} {route}: {seen} requests for {calls} tool calls (x{ratio:.2})"
         ));
         let write = method == "POST" && route.ends_with("/swaps/execute");
-        if write && seen > *calls {
+        if write && seen > *calls + logins {
             write_storm = true;
             evidence.push(format!(
                 "{method} {route}: sent {seen} times for {calls} tool calls: a non-idempotent call was retried"

@@ -66,7 +66,7 @@ async fn check(ctx: &Context, check: &Check) -> Result<Vec<String>, String> {
     match check {
         Check::Sql(sql) => {
             let messages = ctx
-                .db
+                .checks_db
                 .simple_query(sql)
                 .await
                 .map_err(|err| error_chain(&err))?;

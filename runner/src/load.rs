@@ -48,6 +48,8 @@ pub struct Driven {
     pub skipped: u64,
     /// Open model: start lag behind the schedule, microseconds (median, p99, worst).
     pub slip_us: [u64; 3],
+    /// Open model: arrivals that started more than 1 ms after their intended time.
+    pub late: u64,
 }
 
 /// Picks operations by weight.
@@ -115,7 +117,7 @@ async fn one(
         return;
     }
     let operation = attempt.operation.unwrap_or(op);
-    recorder.record(&plan.name, operation, began.elapsed(), &attempt);
+    recorder.record(&plan.name, operation, began, &attempt);
 }
 
 async fn closed(
@@ -196,9 +198,11 @@ async fn open(
                 driven.skipped += 1;
                 continue;
             }
-            slip.saturating_record(
-                (now.saturating_duration_since(intended).as_micros() as u64).max(1),
-            );
+            let lag_us = now.saturating_duration_since(intended).as_micros() as u64;
+            slip.saturating_record(lag_us.max(1));
+            if lag_us > 1000 {
+                driven.late += 1;
+            }
             driven.started += 1;
             let op = mix.pick(&mut rng).to_owned();
             let (plan, recorder, stop, in_flight) = (

@@ -189,8 +189,15 @@ fn run(scenario: String, target: Where, out: Option<PathBuf>, quiet: bool) -> Ex
             let interrupt = interrupt.clone();
             async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("chaos: interrupted: removing every fault, then writing the reports");
+                    eprintln!(
+                        "chaos: interrupted: removing every fault, then writing the reports \
+                         (Ctrl-C again to quit at once; the proxy's dead-man TTL removes what is left)"
+                    );
                     interrupt.cancel();
+                }
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("chaos: interrupted twice: quitting");
+                    std::process::exit(2);
                 }
             }
         });

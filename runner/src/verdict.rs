@@ -302,17 +302,13 @@ mod tests {
 
     #[test]
     fn thresholds_are_judged_and_empty_phases_are_not() {
-        let recorder = Recorder::new(Instant::now());
-        recorder.begin_phase("baseline", Duration::from_secs(60));
+        let recorder = Recorder::new(Instant::now() - Duration::from_secs(2));
+        recorder.begin_phase("baseline", Duration::ZERO, Duration::from_secs(60));
+        let ago = |ms: u64| Instant::now() - Duration::from_millis(ms);
         for ms in [10, 20, 30, 40, 900] {
-            recorder.record("w", "op", Duration::from_millis(ms), &Attempt::ok());
+            recorder.record("w", "op", ago(ms), &Attempt::ok());
         }
-        recorder.record(
-            "w",
-            "op",
-            Duration::from_millis(5),
-            &Attempt::new(Outcome::CleanError, "409"),
-        );
+        recorder.record("w", "op", ago(5), &Attempt::new(Outcome::CleanError, "409"));
         let stats = recorder.merged(Some("baseline"), |_, _| true);
         let p95: Threshold = "p(95)<500ms".parse().unwrap();
         let (value, passed, detail) = judge(&p95, &stats);

@@ -1281,7 +1281,7 @@ impl McpWorkload {
         let mine: HashSet<u64> = writes.records.iter().map(|(n, _)| *n).collect();
         let prefix = format!("chaos {} mcp #", ctx.run_id);
         let rows = match ctx
-            .db
+            .checks_db
             .query(
                 "SELECT id::text, reason FROM swap_records WHERE reason LIKE $1",
                 &[&format!("{}%", like_escape(&prefix))],
@@ -1327,7 +1327,7 @@ impl McpWorkload {
         let mut reasons: HashMap<String, String> = HashMap::new();
         if !ids.is_empty() {
             match ctx
-                .db
+                .checks_db
                 .query(
                     "SELECT id::text, coalesce(reason, '') FROM swap_records WHERE id = ANY($1)",
                     &[&ids.as_slice()],

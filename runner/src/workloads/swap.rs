@@ -1471,7 +1471,7 @@ impl SwapWorkload {
                     .flat_map(|round| round.tags.iter().copied()),
             );
             let reasons = tags.iter().map(|tag| self.reason(*tag)).collect();
-            Some(Self::records_by_reason(&ctx.db, reasons).await)
+            Some(Self::records_by_reason(&ctx.checks_db, reasons).await)
         } else {
             None
         };
@@ -1602,7 +1602,7 @@ impl SwapWorkload {
         let mut statuses: HashMap<Uuid, String> = HashMap::new();
         for chunk in ids.chunks(QUERY_CHUNK) {
             match ctx
-                .db
+                .checks_db
                 .query(
                     "SELECT id, status FROM swap_records WHERE id = ANY($1)",
                     &[&chunk],
