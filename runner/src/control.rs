@@ -137,6 +137,27 @@ impl Control {
         .map(drop)
     }
 
+    /// Every run the proxy knows (`GET /scenarios`): id, scenario name and state.
+    pub async fn runs(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        let body = self
+            .call(
+                self.request(reqwest::Method::GET, "/scenarios"),
+                "listing scenario runs",
+            )
+            .await?;
+        Ok(body["scenarios"]
+            .as_array()
+            .map(|runs| {
+                runs.iter()
+                    .map(|run| {
+                        let text = |key: &str| run[key].as_str().unwrap_or_default().to_owned();
+                        (text("id"), text("scenario"), text("state"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// A run's status (`GET /scenarios/{id}`).
     pub async fn status(&self, run: &RunHandle) -> anyhow::Result<Value> {
         let path = format!("/scenarios/{}", run.id);

@@ -6,6 +6,7 @@
 //! chaos run SCENARIO --target FILE          the same against an existing stack
 //! chaos validate SCENARIO...                check scenario files (and shipped names)
 //! chaos list                                the shipped scenarios
+//! chaos abort [--control URL] [RUN_ID]...   end runs on a proxy now (all running ones)
 //! chaos proxy [FLAGS]                       the proxy alone (chaos-proxy's flags)
 //! chaos testbed COMMAND                     the testbed alone (chaos-testbed's commands)
 //! ```
@@ -84,6 +85,18 @@ enum Judge {
     },
     /// List the shipped scenarios.
     List,
+    /// The abort switch: end scenario runs on a proxy now (every fault removed, every injected
+    /// lock released before the proxy answers).
+    Abort {
+        /// The proxy's control API.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8474")]
+        control: String,
+        /// Environment variable holding the control API's bearer token (unset: no token).
+        #[arg(long, value_name = "VAR", default_value = "CHAOS_API_TOKEN")]
+        token_env: String,
+        /// Runs to abort; none: every running one.
+        run_ids: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +132,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Judge::Abort {
+            control,
+            token_env,
+            run_ids,
+        } => abort(&control, &token_env, run_ids),
         Judge::Drill {
             scenario,
             out,
@@ -131,6 +149,53 @@ fn main() -> ExitCode {
             out,
             quiet,
         } => run(scenario, Where::File(target), out, quiet),
+    }
+}
+
+fn abort(control: &str, token_env: &str, run_ids: Vec<String>) -> ExitCode {
+    let token = std::env::var(token_env)
+        .ok()
+        .map(chaos_runner::target::Secret::new);
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                let control = chaos_runner::control::Control::new(control, token)?;
+                let ids = if run_ids.is_empty() {
+                    control
+                        .runs()
+                        .await?
+                        .into_iter()
+                        .filter(|(_, _, state)| state == "running")
+                        .map(|(id, _, _)| id)
+                        .collect()
+                } else {
+                    for id in &run_ids {
+                        let run = chaos_runner::control::RunHandle { id: id.clone() };
+                        control.status(&run).await.map_err(|err| {
+                            anyhow::anyhow!("no run {id:?} on the proxy ({err:#})")
+                        })?;
+                    }
+                    run_ids
+                };
+                if ids.is_empty() {
+                    println!("no scenario run is running");
+                }
+                for id in ids {
+                    control
+                        .abort(&chaos_runner::control::RunHandle { id: id.clone() })
+                        .await?;
+                    println!("aborted {id}: its faults are removed and its locks released");
+                }
+                anyhow::Ok(())
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chaos: {err:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

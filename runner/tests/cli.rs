@@ -19,7 +19,7 @@ fn every_shipped_scenario_validates() {
     let output = chaos(&["validate", "smoke", "drill-day", "soak", "swap-load"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("library:drill-day: ok (10m,"), "{stdout}");
+    assert!(stdout.contains("library:drill-day: ok (9m30s,"), "{stdout}");
     let list = chaos(&["list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
     assert_eq!(listed.lines().count(), 13, "{listed}");
