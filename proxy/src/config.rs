@@ -173,8 +173,8 @@ pub fn parse(text: &str, is_toml: bool, origin: &str) -> Result<Vec<ProxySpec>, 
     Ok(specs)
 }
 
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column of a byte offset (also what the runner's target files report).
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -174,7 +174,7 @@ impl TargetFile {
         toml::from_str(text).map_err(|err| {
             let (line, column) = err
                 .span()
-                .map(|span| line_column(text, span.start))
+                .map(|span| chaos_proxy::config::line_column(text, span.start))
                 .unwrap_or((1, 1));
             TargetError::Syntax {
                 path: path.to_owned(),
@@ -225,14 +225,6 @@ impl TargetFile {
             injector_env: Vec::new(),
         })
     }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Options, Workload};
+use chaos_testbed::celery::{ResultMeta, TaskState};
+
 use crate::context::Context;
 use crate::outcome::{Attempt, Outcome, classify_status, classify_transport, shorten};
 use crate::report::CheckResult;
@@ -205,45 +207,28 @@ enum Meta {
     Ready(End, Option<String>),
 }
 
-/// Reads a `celery-task-meta-<id>` value (`None`: not Celery meta).
+/// Reads a `celery-task-meta-<id>` value (`None`: not Celery meta), with the testbed's own
+/// reading of Celery's result format.
 fn parse_meta(text: &str) -> Option<Meta> {
-    let meta: Value = serde_json::from_str(text).ok()?;
-    let status = meta.get("status")?.as_str()?;
-    let end = match status {
-        "SUCCESS" => End::Success,
-        "FAILURE" => End::Failure,
-        "REVOKED" => End::Revoked,
-        "RETRY" => {
-            let marker = meta
-                .get("date_done")
-                .and_then(Value::as_str)
-                .map_or_else(|| text.to_owned(), str::to_owned);
-            return Some(Meta::Retry(marker));
+    let meta = ResultMeta::from_json(text.as_bytes()).ok()?;
+    let end = match meta.status {
+        TaskState::Success => End::Success,
+        TaskState::Failure => End::Failure,
+        TaskState::Revoked => End::Revoked,
+        TaskState::Retry => {
+            return Some(Meta::Retry(
+                meta.date_done.clone().unwrap_or_else(|| text.to_owned()),
+            ));
         }
-        _ => return Some(Meta::NotReady),
+        TaskState::Pending | TaskState::Received | TaskState::Started => {
+            return Some(Meta::NotReady);
+        }
     };
-    let error = (end != End::Success).then(|| error_of(&meta));
+    let error = (end != End::Success).then(|| {
+        let error = meta.error().unwrap_or_else(|| "error".to_owned());
+        shorten(&error, 200)
+    });
     Some(Meta::Ready(end, error))
-}
-
-/// `exc_type: exc_message` of a failed task's meta, shortened.
-fn error_of(meta: &Value) -> String {
-    let result = &meta["result"];
-    let kind = result["exc_type"].as_str().unwrap_or("error");
-    let message = match &result["exc_message"] {
-        Value::Array(parts) => parts
-            .iter()
-            .map(|part| {
-                part.as_str()
-                    .map_or_else(|| part.to_string(), str::to_owned)
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        Value::String(text) => text.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    shorten(&format!("{kind}: {message}"), 200)
 }
 
 /// `queue latency p50 X ms, p95 Y ms, max Z ms` of a histogram in µs.

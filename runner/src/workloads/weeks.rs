@@ -81,12 +81,7 @@ impl WeekBook {
     /// flight (or there are fewer than two owners).
     pub fn disjoint_pair(self: &Arc<Self>) -> Option<Lease> {
         let mut inner = self.lock();
-        let free: Vec<(NaiveDate, Uuid)> = inner
-            .owners
-            .iter()
-            .filter(|(week, _)| !inner.busy.contains(*week))
-            .map(|(week, owner)| (*week, *owner))
-            .collect();
+        let free = inner.free();
         if free.len() < 2 {
             return None;
         }
@@ -117,12 +112,7 @@ impl WeekBook {
     /// week); it is marked busy until [`WeekBook::release`].
     pub fn take_week(&self) -> Option<(NaiveDate, Uuid)> {
         let mut inner = self.lock();
-        let free: Vec<(NaiveDate, Uuid)> = inner
-            .owners
-            .iter()
-            .filter(|(week, _)| !inner.busy.contains(*week))
-            .map(|(week, owner)| (*week, *owner))
-            .collect();
+        let free = inner.free();
         if free.is_empty() {
             return None;
         }
@@ -180,6 +170,17 @@ impl WeekBook {
             }
             Err(err) => tracing::warn!(%err, "re-reading the owners of weeks failed"),
         }
+    }
+}
+
+impl Inner {
+    /// The weeks not in flight, with their owners.
+    fn free(&self) -> Vec<(NaiveDate, Uuid)> {
+        self.owners
+            .iter()
+            .filter(|(week, _)| !self.busy.contains(*week))
+            .map(|(week, owner)| (*week, *owner))
+            .collect()
     }
 }
 

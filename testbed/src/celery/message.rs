@@ -506,7 +506,8 @@ pub struct ResultMeta {
     /// When the task finished, ISO 8601 in UTC.
     #[serde(default)]
     pub date_done: Option<String>,
-    /// The task id.
+    /// The task id (Celery always writes it; a meta without one still reads).
+    #[serde(default)]
     pub task_id: String,
 }
 
