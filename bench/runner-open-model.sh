@@ -7,7 +7,8 @@
 #   bench/runner-open-model.sh [--rate 5000] [--seconds 20] [--rounds 3] [--soak-seconds 0]
 #
 # Prints one TSV line per measurement: tool, round, target rate, achieved rate, p50 / p99 latency
-# (ms), and for the runner: start lag p50 / p99 (us), arrivals later than 1 ms (%), RSS (KiB).
+# (ms), and for the runner: start lag p50 / p99 (us), arrivals later than 1 ms (%), its CPU
+# (% of one core), RSS (KiB).
 # --soak-seconds N adds one long runner run at the same rate sampling RSS every minute (memory
 # flat over a soak). Needs hey and wrk (Debian packages of the same names).
 set -euo pipefail
@@ -44,7 +45,7 @@ health() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/h
 wait_for 100 "$TESTBED" testbed "did not answer /health within 10 s" health
 URL="http://127.0.0.1:$PORT/health"
 
-printf 'tool\tround\ttarget_rps\tachieved_rps\tp50_ms\tp99_ms\tlag_p50_us\tlag_p99_us\tlate_pct\trss_kib\n'
+printf 'tool\tround\ttarget_rps\tachieved_rps\tp50_ms\tp99_ms\tlag_p50_us\tlag_p99_us\tlate_pct\tcpu_pct\trss_kib\n'
 for ((round = 1; round <= ROUNDS; round++)); do
   run_bg $((SECONDS_ + 60)) "$TMP/runner.json" "$BENCH_BIN" --url "$URL" --rate "$RATE" --seconds "$SECONDS_"
   python3 - "$TMP/runner.json" "$round" <<'PY'
@@ -52,7 +53,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 late = 100.0 * r["late_over_1ms"] / max(r["started"], 1)
 print(f"runner\t{sys.argv[2]}\t{r['target_rate']:.0f}\t{r['achieved_rate']:.1f}\t{r['latency_ms']['p50']:.3f}\t"
-      f"{r['latency_ms']['p99']:.3f}\t{r['start_lag_us']['p50']}\t{r['start_lag_us']['p99']}\t{late:.2f}\t{r['rss_kib']['end']}")
+      f"{r['latency_ms']['p99']:.3f}\t{r['start_lag_us']['p50']}\t{r['start_lag_us']['p99']}\t{late:.2f}\t{r['cpu_pct']:.0f}\t{r['rss_kib']['end']}")
 PY
   # hey: 50 workers, each held to RATE/50 requests per second.
   run_bg $((SECONDS_ + 60)) "$TMP/hey.txt" hey -z "${SECONDS_}s" -c 50 -q $((RATE / 50)) "$URL"
@@ -61,7 +62,7 @@ import re, sys
 t = open(sys.argv[1]).read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 pct = dict(re.findall(r"(\d+)% in ([\d.]+) secs", t))
-print(f"hey -q\t{sys.argv[2]}\t{sys.argv[3]}\t{rps:.1f}\t{float(pct['50'])*1000:.3f}\t{float(pct['99'])*1000:.3f}\t-\t-\t-\t-")
+print(f"hey -q\t{sys.argv[2]}\t{sys.argv[3]}\t{rps:.1f}\t{float(pct['50'])*1000:.3f}\t{float(pct['99'])*1000:.3f}\t-\t-\t-\t-\t-")
 PY
   run_bg $((SECONDS_ + 60)) "$TMP/wrk.txt" wrk -t 2 -c 50 -d "${SECONDS_}s" --latency "$URL"
   python3 - "$TMP/wrk.txt" "$round" <<'PY'
@@ -71,7 +72,7 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 def ms(label):
     v, unit = re.search(label + r"%\s+([\d.]+)(us|ms|s)", t).groups()
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-print(f"wrk (max)\t{sys.argv[2]}\t-\t{rps:.1f}\t{ms('50'):.3f}\t{ms('99'):.3f}\t-\t-\t-\t-")
+print(f"wrk (max)\t{sys.argv[2]}\t-\t{rps:.1f}\t{ms('50'):.3f}\t{ms('99'):.3f}\t-\t-\t-\t-\t-")
 PY
 done
 if ((SOAK > 0)); then

@@ -41,7 +41,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod registry;
-mod timer;
+pub mod timer;
 pub mod toxics;
 
 use std::future::Future;

@@ -55,6 +55,18 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// CPU time this process used (user + system), in seconds (Linux clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+            Some((ticks(11)? + ticks(12)?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -105,6 +117,7 @@ fn main() {
             seed: 1,
         };
         let rss_start = rss_kib();
+        let cpu_start = cpu_seconds();
         let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sampler = tokio::spawn({
             let samples = Arc::clone(&samples);
@@ -136,6 +149,7 @@ fn main() {
                 "start_lag_us": {"p50": driven.slip_us[0], "p99": driven.slip_us[1], "max": driven.slip_us[2]},
                 "late_over_1ms": driven.late,
                 "latency_ms": {"p50": latency.p50, "p99": latency.p99, "max": latency.max},
+                "cpu_pct": 100.0 * (cpu_seconds() - cpu_start) / elapsed,
                 "rss_kib": {"start": rss_start, "end": rss_kib(), "samples": *samples.lock().expect("not poisoned")},
             })
         );

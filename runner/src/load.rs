@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chaos_proxy::timer::PreciseTimer;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -178,12 +179,16 @@ async fn open(
     let mut slip = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
         .expect("static histogram bounds are valid");
     let mut driven = Driven::default();
+    // tokio's timer rounds up to the next millisecond: every arrival would start up to 1 ms
+    // late (and its latency, counted from the intended start, would carry that). The proxy's
+    // timerfd timer wakes within microseconds.
+    let timer = PreciseTimer::new().ok();
     let mut next = 0u64;
     'schedule: while next < total {
         let due = start + interval.mul_f64(next as f64);
         tokio::select! {
             _ = stop.cancelled() => break 'schedule,
-            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = wait_until(timer.as_ref(), due) => {}
         }
         // Every arrival whose time has come starts now (a late timer catches up at once).
         let now = Instant::now();
@@ -232,6 +237,15 @@ async fn open(
         ];
     }
     driven
+}
+
+/// Waits until `due` on the precise timer, or on tokio's when there is none.
+async fn wait_until(timer: Option<&PreciseTimer>, due: Instant) {
+    let due = tokio::time::Instant::from_std(due);
+    match timer {
+        Some(timer) if timer.sleep_until(due).await.is_ok() => {}
+        _ => tokio::time::sleep_until(due).await,
+    }
 }
 
 #[cfg(test)]
