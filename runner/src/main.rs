@@ -253,17 +253,29 @@ fn run(scenario: String, target: Where, out: Option<PathBuf>, quiet: bool) -> Ex
         tokio::spawn({
             let interrupt = interrupt.clone();
             async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!(
-                        "chaos: interrupted: removing every fault, then writing the reports \
-                         (Ctrl-C again to quit at once; the proxy's dead-man TTL removes what is left)"
-                    );
-                    interrupt.cancel();
-                }
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("chaos: interrupted twice: quitting");
-                    std::process::exit(2);
-                }
+                // SIGTERM (`docker stop`, a CI timeout) is Ctrl-C: the same clean way out.
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let mut signalled = async || {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = async {
+                            match terminate.as_mut() {
+                                Some(signal) => { signal.recv().await; }
+                                None => std::future::pending::<()>().await,
+                            }
+                        } => {}
+                    }
+                };
+                signalled().await;
+                eprintln!(
+                    "chaos: interrupted: removing every fault, then writing the reports \
+                     (again to quit at once; the proxy's dead-man TTL removes what is left)"
+                );
+                interrupt.cancel();
+                signalled().await;
+                eprintln!("chaos: interrupted twice: quitting");
+                std::process::exit(2);
             }
         });
         let request = Request {
