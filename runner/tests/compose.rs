@@ -9,6 +9,12 @@
 //!   (the passwords stay where the stack expects them); every proxy of `compose/proxy.toml` is
 //!   used by some service; the services wait for a healthy proxy; published ports are on
 //!   127.0.0.1; the runner's environment holds every variable its target file names;
+//! - beyond those five variables, no environment value and no command word of any service but
+//!   `chaos-proxy`, `chaos-runner` and `seed` names an upstream host of `compose/proxy.toml`
+//!   (`db`, `redis`, `backend`) as a URL's host or as `host:port`: nothing bypasses the proxy;
+//! - `up` never starts a drill (`chaos-runner` is in the profile `run`), the overlay's runner has
+//!   an init as PID 1, the testbed's database is healthy only once it answers over TCP and its
+//!   seed is retried;
 //! - `compose/proxy.toml` loads as `chaos-proxy --check-config` loads it, and declares the
 //!   proxies the shipped scenarios expect (`existing = true`);
 //! - the target files parse with `TargetFile::load`;
@@ -38,6 +44,10 @@ const DEPENDENCY_VARS: &[&str] = &[
 
 /// The proxy's service name.
 const PROXY: &str = "chaos-proxy";
+
+/// The services that may reach the upstreams directly: the proxy itself, the runner (the judge
+/// reads the database and Redis, the workloads call the backend) and the testbed's seed.
+const DIRECT: &[&str] = &[PROXY, "chaos-runner", "seed"];
 
 /// Where the Dockerfile puts the target files in the image.
 const IMAGE_TARGETS: &str = "/usr/share/chaos/targets/";
@@ -305,6 +315,95 @@ fn check_dependency_urls(
     used
 }
 
+/// The hosts of the proxies' upstreams (`db`, `redis`, `backend`).
+fn upstream_hosts(proxies: &[ProxySpec]) -> BTreeSet<String> {
+    proxies
+        .iter()
+        .map(|p| {
+            p.upstream
+                .rsplit_once(':')
+                .map_or(p.upstream.as_str(), |(host, _)| host)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The upstream host `text` names, if any: as the host of a URL anywhere in it
+/// (`redis://:pw@redis:6379/0`, `--broker=redis://redis`), or as `host:port` (`db:5432`,
+/// `user@db:5432`).
+fn names_upstream(text: &str, upstreams: &BTreeSet<String>) -> Option<String> {
+    let separators = |c: char| c.is_whitespace() || ",;=\"'()[]<>".contains(c);
+    for token in text.split(separators).filter(|t| !t.is_empty()) {
+        let (is_url, rest) = match token.split_once("://") {
+            Some((_, rest)) => (true, rest),
+            None => (false, token),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+        let host = match hostport.rsplit_once(':') {
+            Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                host
+            }
+            _ if is_url => hostport,
+            _ => continue,
+        };
+        if upstreams.contains(host) {
+            return Some(host.to_owned());
+        }
+    }
+    None
+}
+
+/// Every environment value and every command (and entrypoint) word of every service but
+/// `DIRECT` that names an upstream host of the proxy config: each is a path around the proxy.
+fn direct_upstream_uses(config: &Value, proxies: &[ProxySpec]) -> Vec<String> {
+    let upstreams = upstream_hosts(proxies);
+    let mut found = Vec::new();
+    for (name, service) in services(config) {
+        if DIRECT.contains(&name.as_str()) {
+            continue;
+        }
+        for (var, value) in environment(service) {
+            let Some(value) = value else { continue };
+            if let Some(host) = names_upstream(&value, &upstreams) {
+                found.push(format!(
+                    "service {name}: {var}={value} reaches {host} directly"
+                ));
+            }
+        }
+        for key in ["command", "entrypoint"] {
+            let words: Vec<String> = match &service[key] {
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                Value::String(s) => vec![s.clone()],
+                _ => Vec::new(),
+            };
+            for word in words {
+                if let Some(host) = names_upstream(&word, &upstreams) {
+                    found.push(format!(
+                        "service {name}: {key} {word:?} reaches {host} directly"
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// No service but `DIRECT` reaches an upstream of the proxy config around the proxy.
+fn check_nothing_bypasses_the_proxy(config: &Value, proxies: &[ProxySpec]) {
+    let found = direct_upstream_uses(config, proxies);
+    assert!(
+        found.is_empty(),
+        "only {DIRECT:?} may reach {:?} directly:\n{}",
+        upstream_hosts(proxies),
+        found.join("\n")
+    );
+}
+
 /// The proxy service: built from the shipped config, healthchecked, token set, injector
 /// credentials direct.
 fn check_proxy_service(config: &Value) {
@@ -442,6 +541,45 @@ fn check_runner(config: &Value, expected_target: &str) -> TargetFile {
     parsed
 }
 
+/// `up` never starts a drill: `chaos-runner` is in the profile `run` (started by `run --rm`),
+/// and nothing else is in a profile.
+fn check_run_only(config: &Value) {
+    for (name, service) in services(config) {
+        let profiles = &service["profiles"];
+        if name == "chaos-runner" {
+            assert_eq!(profiles, &serde_json::json!(["run"]), "{name}: profiles");
+        } else {
+            assert!(profiles.is_null(), "{name} is in profiles {profiles}");
+        }
+    }
+}
+
+#[test]
+fn the_bypass_scan_finds_urls_and_host_ports() {
+    let proxies = proxy_config();
+    let config = serde_json::json!({"services": {
+        "clean": {
+            "environment": {"DATABASE_URL": "postgresql://u:p@chaos-proxy:5432/d", "HOST": "db"},
+            "command": ["celery", "--broker", "redis://:pw@chaos-proxy:6379/0"]
+        },
+        "url": {"environment": ["EXTRA=redis://:pw@redis:6379/1"]},
+        "flag": {"command": "worker --broker=redis://redis/0"},
+        "hostport": {"environment": {"PGHOST_PORT": "db:5432"}},
+        "list": {"entrypoint": ["wait-for", "chaos-proxy:5432,backend:8000"]},
+        "seed": {"environment": {"DATABASE_URL": "postgresql://u:p@db:5432/d"}}
+    }});
+    let found = direct_upstream_uses(&config, &proxies);
+    let services: BTreeSet<&str> = found
+        .iter()
+        .map(|f| f.split(':').next().unwrap().trim_start_matches("service "))
+        .collect();
+    assert_eq!(
+        services,
+        BTreeSet::from(["flag", "hostport", "list", "url"]),
+        "{found:#?}"
+    );
+}
+
 #[test]
 fn the_testbed_compose_file_resolves_and_goes_through_the_proxy() {
     let Some(binary) = docker_compose() else {
@@ -472,6 +610,7 @@ fn the_testbed_compose_file_resolves_and_goes_through_the_proxy() {
 
     // The seed sets the stage directly; everything else goes through the proxy.
     let used = check_dependency_urls(&config, &proxy_config(), &["seed"]);
+    check_nothing_bypasses_the_proxy(&config, &proxy_config());
     assert!(used["postgres"].contains("celery-worker"), "{used:?}");
     assert!(used["redis"].contains("celery-worker"), "{used:?}");
     assert!(used["api"].contains("backend"), "{used:?}");
@@ -487,6 +626,16 @@ fn the_testbed_compose_file_resolves_and_goes_through_the_proxy() {
     assert_eq!(
         runner["depends_on"]["seed"]["condition"],
         "service_completed_successfully"
+    );
+    check_run_only(&config);
+    // Healthy only once PostgreSQL answers over TCP (the image's init server is socket-only),
+    // and a seed that still fails is tried again.
+    let db_test = services(&config)["db"]["healthcheck"]["test"].to_string();
+    assert!(db_test.contains("pg_isready -h 127.0.0.1"), "{db_test}");
+    let restart = services(&config)["seed"]["restart"].as_str().unwrap_or("");
+    assert!(
+        restart.starts_with("on-failure"),
+        "seed restart: {restart:?}"
     );
     assert_eq!(
         runner["depends_on"]["backend"]["condition"],
@@ -530,6 +679,13 @@ fn the_overlay_re_points_the_real_stack_at_the_proxy() {
         .unwrap_or_else(|e| panic!("docker-compose config (with the overlay): {e}"));
 
     let used = check_dependency_urls(&after, &proxy_config(), &[]);
+    check_nothing_bypasses_the_proxy(&after, &proxy_config());
+    // The stand-in does reach them directly: the scan is not blind to it.
+    assert!(
+        direct_upstream_uses(&before, &proxy_config()).len() >= 15,
+        "{:?}",
+        direct_upstream_uses(&before, &proxy_config())
+    );
     for service in ["backend", "celery-worker", "celery-beat"] {
         assert!(used["postgres"].contains(service), "{used:?}");
         assert!(used["redis"].contains(service), "{used:?}");
@@ -602,6 +758,9 @@ fn the_overlay_re_points_the_real_stack_at_the_proxy() {
     assert_eq!(proxy_waits["redis"]["condition"], "service_healthy");
     let target = check_runner(&after, "compose-residency-scheduler.toml");
     assert_eq!(format!("{:?}", target.profile), "ResidencyScheduler");
+    check_run_only(&after);
+    // Its wait loop is `sh`: as PID 1 it would ignore SIGINT and SIGTERM.
+    assert_eq!(services(&after)["chaos-runner"]["init"], true);
 
     // The control API's token has no default over the real stack.
     let without_token: Vec<_> = env
