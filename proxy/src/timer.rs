@@ -76,6 +76,18 @@ impl PreciseTimer {
         Ok(())
     }
 
+    /// Waits until `deadline` without spinning: arms the timer for the deadline itself and
+    /// returns when it fires, so it is late by the wake-up latency (tens to hundreds of
+    /// microseconds) instead of exact. For callers that wake thousands of times a second and
+    /// must not spend a CPU on yielding (the runner's open-model arrivals).
+    pub async fn wake_at(&self, deadline: Instant) -> io::Result<()> {
+        if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+            self.arm(wait)?;
+            self.expired().await?;
+        }
+        Ok(())
+    }
+
     fn arm(&self, wait: Duration) -> io::Result<()> {
         let zero = Timespec {
             tv_sec: 0,
@@ -125,5 +137,13 @@ mod tests {
         assert!(slept < Duration::from_millis(500), "{slept:?}");
         // A deadline in the past returns at once.
         timer.sleep_until(start).await.unwrap();
+        // Without the spin: never early either.
+        let start = Instant::now();
+        timer
+            .wake_at(start + Duration::from_millis(3))
+            .await
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(3));
+        assert!(start.elapsed() < Duration::from_millis(500));
     }
 }

@@ -181,7 +181,8 @@ async fn open(
     let mut driven = Driven::default();
     // tokio's timer rounds up to the next millisecond: every arrival would start up to 1 ms
     // late (and its latency, counted from the intended start, would carry that). The proxy's
-    // timerfd timer wakes within microseconds.
+    // timerfd timer wakes within the kernel's wake-up latency; `wake_at` does not spin to be
+    // exact, so thousands of arrivals a second cost little CPU (BENCHMARKS.md).
     let timer = PreciseTimer::new().ok();
     let mut next = 0u64;
     'schedule: while next < total {
@@ -243,7 +244,7 @@ async fn open(
 async fn wait_until(timer: Option<&PreciseTimer>, due: Instant) {
     let due = tokio::time::Instant::from_std(due);
     match timer {
-        Some(timer) if timer.sleep_until(due).await.is_ok() => {}
+        Some(timer) if timer.wake_at(due).await.is_ok() => {}
         _ => tokio::time::sleep_until(due).await,
     }
 }
