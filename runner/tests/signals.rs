@@ -29,11 +29,8 @@ fn sigterm_mid_drill_aborts_and_still_writes_the_reports() {
         }
         assert!(started.elapsed() < Duration::from_secs(120), "no live view");
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child has a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(2), "{rest:#?}");
